@@ -1,0 +1,1 @@
+//! genq: image-generation jobs from PostgreSQL, run at the rate each API key allows.
