@@ -1,1 +1,21 @@
 //! genq: image-generation jobs from PostgreSQL, run at the rate each API key allows.
+//!
+//! # Layout
+//! - [`job`]: jobs as producers submit them and as the queue holds them; validation.
+//! - [`store`]: all SQL (jobs, attempts, migrations).
+//! - [`worker`]: claim → execute → complete, with leases, heartbeats, a reaper and graceful shutdown.
+//! - [`provider`]: what executes a job (the `Provider` trait and its implementations).
+//! - [`retry`]: backoff delays as a pure function of the attempt number.
+//! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
+//! - [`submit`]: the library entry point for producers.
+//! - [`db`], [`telemetry`]: connection pool and logging set-up.
+
+pub mod db;
+pub mod embedded_pg;
+pub mod job;
+pub mod provider;
+pub mod retry;
+pub mod store;
+pub mod submit;
+pub mod telemetry;
+pub mod worker;

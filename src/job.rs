@@ -1,0 +1,285 @@
+//! A job as producers describe it ([`NewJob`]) and as the queue holds it ([`Job`]).
+//!
+//! Validation lives here so every way in (SQL aside, which the table's CHECKs
+//! guard) refuses the same bad input with the same message.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The model used when a producer names none (the table's default too).
+pub const DEFAULT_MODEL: &str = "gpt-image-2";
+/// The queue used when a producer names none.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Real failures a job may have before it is failed for good.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+/// Priorities run from 0 (the default, lowest) to this; higher runs first.
+pub const MAX_PRIORITY: i32 = 1000;
+/// Upper bound on `max_attempts`.
+pub const MAX_MAX_ATTEMPTS: i32 = 100;
+
+/// Where a job is in its life. Stored as text; the table CHECKs the same set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Final states never change again (except by an explicit retry).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = InvalidJob;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                InvalidJob(format!(
+                    "unknown state {s:?}; use one of queued, running, succeeded, failed, cancelled"
+                ))
+            })
+    }
+}
+
+/// Input refused before anything is written. The text says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidJob(pub String);
+
+/// A job as a producer submits it. Everything but the prompt has a default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewJob {
+    pub prompt: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub params: Option<Value>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub max_attempts: Option<i32>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    pub fn new(prompt: impl Into<String>) -> Self {
+        NewJob {
+            prompt: prompt.into(),
+            ..NewJob::default()
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or(DEFAULT_MODEL)
+    }
+
+    pub fn queue(&self) -> &str {
+        self.queue.as_deref().unwrap_or(DEFAULT_QUEUE)
+    }
+
+    /// Checks the job-level fields every job must satisfy, whatever its model.
+    /// Model-specific params are checked by the provider's model catalogue.
+    pub fn validate(&self) -> Result<(), InvalidJob> {
+        let bad = |msg: String| Err(InvalidJob(msg));
+        if self.prompt.trim().is_empty() {
+            return bad("prompt is empty; give a description of the image to generate".into());
+        }
+        if self.model().trim().is_empty() {
+            return bad("model is empty; omit it for the default (gpt-image-2) or name one".into());
+        }
+        if self.queue().trim().is_empty() {
+            return bad("queue is empty; omit it for \"default\" or name one".into());
+        }
+        if let Some(params) = &self.params
+            && !params.is_object()
+        {
+            return bad(format!(
+                "params must be a JSON object such as {{\"size\": \"1024x1024\"}}, not {params}"
+            ));
+        }
+        if let Some(priority) = self.priority
+            && !(0..=MAX_PRIORITY).contains(&priority)
+        {
+            return bad(format!(
+                "priority {priority} is out of range; use 0 to {MAX_PRIORITY} (higher runs first)"
+            ));
+        }
+        if let Some(max) = self.max_attempts
+            && !(1..=MAX_MAX_ATTEMPTS).contains(&max)
+        {
+            return bad(format!(
+                "max_attempts {max} is out of range; use 1 to {MAX_MAX_ATTEMPTS}"
+            ));
+        }
+        if let Some(key) = &self.idempotency_key
+            && key.trim().is_empty()
+        {
+            return bad("idempotency_key is empty; omit it or give a non-empty key".into());
+        }
+        Ok(())
+    }
+}
+
+/// A job row as the queue holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub queue: String,
+    pub model: String,
+    pub prompt: String,
+    pub params: Value,
+    pub priority: i32,
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
+    pub run_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub idempotency_key: Option<String>,
+    pub result: Option<Value>,
+    pub last_error: Option<String>,
+    pub locked_by: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<String> for JobState {
+    type Error = InvalidJob;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// One execution of a job, as recorded in `genq.attempts`.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    pub id: i64,
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub worker: Option<String>,
+    pub key_id: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: String,
+    pub http_status: Option<i32>,
+    pub error: Option<String>,
+    pub retry_after_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_refuses_unknown() {
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse::<JobState>().unwrap(), state);
+        }
+        let err = "done".parse::<JobState>().unwrap_err();
+        assert!(err.0.contains("unknown state \"done\""), "{err}");
+        assert!(err.0.contains("queued, running"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field_and_the_fix() {
+        let cases: &[(NewJob, &str)] = &[
+            (NewJob::new("  "), "prompt is empty"),
+            (
+                NewJob {
+                    priority: Some(-1),
+                    ..NewJob::new("fox")
+                },
+                "priority -1 is out of range; use 0 to 1000",
+            ),
+            (
+                NewJob {
+                    max_attempts: Some(0),
+                    ..NewJob::new("fox")
+                },
+                "max_attempts 0 is out of range",
+            ),
+            (
+                NewJob {
+                    params: Some(serde_json::json!([1])),
+                    ..NewJob::new("fox")
+                },
+                "params must be a JSON object",
+            ),
+            (
+                NewJob {
+                    model: Some(String::new()),
+                    ..NewJob::new("fox")
+                },
+                "model is empty",
+            ),
+            (
+                NewJob {
+                    idempotency_key: Some(" ".into()),
+                    ..NewJob::new("fox")
+                },
+                "idempotency_key is empty",
+            ),
+        ];
+        for (job, want) in cases {
+            let err = job.validate().unwrap_err();
+            assert!(err.0.contains(want), "{job:?}: got {err}, want {want}");
+        }
+        assert_eq!(NewJob::new("a red fox").validate(), Ok(()));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<NewJob>(r#"{"prompt":"fox","prio":3}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `prio`"), "{err}");
+    }
+}

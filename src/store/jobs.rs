@@ -1,0 +1,368 @@
+//! SQL for `genq.jobs` and `genq.attempts`: the life of a job.
+//!
+//! Every write that ends a worker's hold on a job is fenced by
+//! `(locked_by, attempts)`: a worker whose lease expired and whose job was
+//! reclaimed cannot overwrite the newer attempt.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::job::{Attempt, Job, JobState, NewJob};
+
+/// What [`enqueue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: Uuid,
+    pub state: JobState,
+    /// False when the idempotency key matched an existing job, which is returned instead.
+    pub created: bool,
+}
+
+/// Inserts a job, or returns the existing one when its idempotency key repeats.
+/// The caller validates first ([`NewJob::validate`]); the table's CHECKs are the backstop.
+pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Enqueued, StoreError> {
+    const INSERT: &str = "
+        INSERT INTO genq.jobs (queue, model, prompt, params, priority, run_at, max_attempts,
+                               idempotency_key, expires_at)
+        VALUES ($1, $2, $3, coalesce($4, '{}'::jsonb), coalesce($5, 0), coalesce($6, now()),
+                coalesce($7, 5), $8, $9)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING id, state";
+    let inserted: Option<(Uuid, String)> = sqlx::query_as(INSERT)
+        .bind(job.queue())
+        .bind(job.model())
+        .bind(&job.prompt)
+        .bind(&job.params)
+        .bind(job.priority)
+        .bind(job.run_at)
+        .bind(job.max_attempts)
+        .bind(&job.idempotency_key)
+        .bind(job.expires_at)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::classify)?;
+    if let Some((id, state)) = inserted {
+        return Ok(Enqueued {
+            id,
+            state: parse_state(state)?,
+            created: true,
+        });
+    }
+    // The key exists (ON CONFLICT waited for any in-flight insert of it to commit).
+    let (id, state): (Uuid, String) =
+        sqlx::query_as("SELECT id, state FROM genq.jobs WHERE idempotency_key = $1")
+            .bind(&job.idempotency_key)
+            .fetch_one(pool)
+            .await?;
+    Ok(Enqueued {
+        id,
+        state: parse_state(state)?,
+        created: false,
+    })
+}
+
+fn parse_state(state: String) -> Result<JobState, StoreError> {
+    state
+        .parse()
+        .map_err(|e: crate::job::InvalidJob| StoreError::Invalid(e.0))
+}
+
+/// Claims up to `limit` runnable jobs of `queues` for `worker`, highest
+/// priority first, then oldest `run_at`. Each claim counts an attempt and
+/// takes a lease the worker must keep alive with [`heartbeat`].
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    queues: &[String],
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<Job>, StoreError> {
+    const CLAIM: &str = "
+        WITH picked AS (
+            SELECT id FROM genq.jobs
+             WHERE state = 'queued' AND queue = ANY($1) AND run_at <= now()
+             ORDER BY priority DESC, run_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED)
+        UPDATE genq.jobs j
+           SET state = 'running', attempts = j.attempts + 1, locked_by = $3,
+               lease_expires_at = now() + make_interval(secs => $4),
+               started_at = now(), updated_at = now()
+          FROM picked
+         WHERE j.id = picked.id
+        RETURNING j.*";
+    let jobs = sqlx::query_as(CLAIM)
+        .bind(queues)
+        .bind(limit as i64)
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
+    Ok(jobs)
+}
+
+/// Extends the lease of every job `worker` holds. Returns how many it holds.
+pub async fn heartbeat(pool: &PgPool, worker: &str, lease: Duration) -> Result<u64, StoreError> {
+    const HEARTBEAT: &str = "
+        UPDATE genq.jobs SET lease_expires_at = now() + make_interval(secs => $2)
+         WHERE state = 'running' AND locked_by = $1";
+    let done = sqlx::query(HEARTBEAT)
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// How a worker ends its hold on one claimed job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// Done; `result` describes the output.
+    Succeeded { result: Value },
+    /// Failed for good (the job's own fault): no retry.
+    Failed { error: String },
+    /// A real failure: run again at `run_at`, or fail if no attempts are left.
+    Retry {
+        error: String,
+        run_at: DateTime<Utc>,
+    },
+    /// Not the job's fault (no key could take it): run again at `run_at`
+    /// without spending an attempt; fail only if that passes `expires_at`.
+    Reschedule {
+        reason: String,
+        run_at: DateTime<Utc>,
+    },
+}
+
+impl Finish {
+    fn kind(&self) -> &'static str {
+        match self {
+            Finish::Succeeded { .. } => "succeeded",
+            Finish::Failed { .. } => "failed",
+            Finish::Retry { .. } => "retry",
+            Finish::Reschedule { .. } => "reschedule",
+        }
+    }
+}
+
+/// The provider call an attempt made, recorded in `genq.attempts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// `succeeded`, `failed`, `retry`, `rate_limited` or `key_rejected`.
+    pub outcome: &'static str,
+    pub key_id: Option<String>,
+    pub http_status: Option<i32>,
+    pub error: Option<String>,
+    pub retry_after_ms: Option<i64>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// One finished hold on a job, as [`complete`] writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub job_id: Uuid,
+    /// The job's `attempts` when it was claimed: the fencing token.
+    pub attempt: i32,
+    pub finish: Finish,
+    /// None when no provider call was made (nothing to record).
+    pub call: Option<CallRecord>,
+}
+
+/// Writes many completions in one round trip. Returns the ids it applied;
+/// a completion whose lease was lost (the job was reclaimed) is skipped.
+pub async fn complete(
+    pool: &PgPool,
+    worker: &str,
+    batch: &[Completion],
+) -> Result<Vec<Uuid>, StoreError> {
+    const COMPLETE: &str = "
+        WITH input AS (
+            SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::jsonb[], $6::text[],
+                                 $7::timestamptz[], $8::text[], $9::text[], $10::int[],
+                                 $11::text[], $12::int8[], $13::timestamptz[])
+                AS t(id, attempt, kind, result, error, run_at,
+                     call_outcome, key_id, http_status, call_error, retry_after_ms, call_started_at)
+        ), decided AS (
+            SELECT i.*, j.max_attempts,
+                   CASE WHEN i.kind IN ('succeeded', 'failed') THEN i.kind
+                        WHEN i.kind = 'retry' AND j.attempts >= j.max_attempts THEN 'failed'
+                        WHEN i.kind = 'reschedule' AND i.run_at > j.expires_at THEN 'failed'
+                        ELSE 'queued' END AS new_state
+              FROM input i JOIN genq.jobs j ON j.id = i.id
+             WHERE j.state = 'running' AND j.locked_by = $1 AND j.attempts = i.attempt
+               FOR UPDATE OF j
+        ), updated AS (
+            UPDATE genq.jobs j
+               SET state = d.new_state,
+                   attempts = CASE WHEN d.kind = 'reschedule' THEN j.attempts - 1 ELSE j.attempts END,
+                   result = CASE WHEN d.kind = 'succeeded' THEN d.result ELSE j.result END,
+                   last_error = CASE
+                       WHEN d.kind = 'succeeded' THEN NULL
+                       WHEN d.kind = 'retry' AND d.new_state = 'failed'
+                           THEN format('gave up after %s attempts: %s', j.attempts, d.error)
+                       WHEN d.kind = 'reschedule' AND d.new_state = 'failed'
+                           THEN format('expired at %s while waiting: %s', j.expires_at, d.error)
+                       ELSE d.error END,
+                   run_at = CASE WHEN d.new_state = 'queued' THEN d.run_at ELSE j.run_at END,
+                   finished_at = CASE WHEN d.new_state = 'queued' THEN NULL ELSE now() END,
+                   locked_by = NULL, lease_expires_at = NULL, updated_at = now()
+              FROM decided d
+             WHERE j.id = d.id
+            RETURNING j.id
+        ), recorded AS (
+            INSERT INTO genq.attempts (job_id, attempt, worker, key_id, started_at, outcome,
+                                       http_status, error, retry_after_ms)
+            SELECT d.id, d.attempt, $1, d.key_id, d.call_started_at, d.call_outcome,
+                   d.http_status, d.call_error, d.retry_after_ms
+              FROM decided d JOIN updated u ON u.id = d.id
+             WHERE d.call_outcome IS NOT NULL
+        )
+        SELECT id FROM updated";
+
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut results: Vec<Option<Value>> = Vec::with_capacity(n);
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut call_outcomes: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut key_ids: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut statuses: Vec<Option<i32>> = Vec::with_capacity(n);
+    let mut call_errors: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut waits: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut call_starts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    for c in batch {
+        ids.push(c.job_id);
+        attempts.push(c.attempt);
+        kinds.push(c.finish.kind());
+        let (result, error, run_at) = match &c.finish {
+            Finish::Succeeded { result } => (Some(result.clone()), None, None),
+            Finish::Failed { error } => (None, Some(error.clone()), None),
+            Finish::Retry { error, run_at } => (None, Some(error.clone()), Some(*run_at)),
+            Finish::Reschedule { reason, run_at } => (None, Some(reason.clone()), Some(*run_at)),
+        };
+        results.push(result);
+        errors.push(error);
+        run_ats.push(run_at);
+        let call = c.call.as_ref();
+        call_outcomes.push(call.map(|c| c.outcome));
+        key_ids.push(call.and_then(|c| c.key_id.clone()));
+        statuses.push(call.and_then(|c| c.http_status));
+        call_errors.push(call.and_then(|c| c.error.clone()));
+        waits.push(call.and_then(|c| c.retry_after_ms));
+        call_starts.push(call.map(|c| c.started_at));
+    }
+    let applied = sqlx::query_scalar(COMPLETE)
+        .bind(worker)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&kinds)
+        .bind(&results)
+        .bind(&errors)
+        .bind(&run_ats)
+        .bind(&call_outcomes)
+        .bind(&key_ids)
+        .bind(&statuses)
+        .bind(&call_errors)
+        .bind(&waits)
+        .bind(&call_starts)
+        .fetch_all(pool)
+        .await?;
+    Ok(applied)
+}
+
+/// Returns jobs whose lease expired (their worker died or lost the database)
+/// to the queue, recording the lost attempt. A job that has used all its
+/// attempts this way is failed. Safe to run from every worker at once.
+pub async fn reap(pool: &PgPool, limit: i64) -> Result<u64, StoreError> {
+    const REAP: &str = "
+        WITH lost AS (
+            SELECT id, locked_by, attempts, started_at FROM genq.jobs
+             WHERE state = 'running' AND lease_expires_at < now()
+             ORDER BY lease_expires_at
+             LIMIT $1
+               FOR UPDATE SKIP LOCKED
+        ), updated AS (
+            UPDATE genq.jobs j
+               SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+                   finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+                   last_error = format('lease expired: worker %s stopped renewing it (crashed or lost the database)', l.locked_by),
+                   run_at = now(), locked_by = NULL, lease_expires_at = NULL, updated_at = now()
+              FROM lost l
+             WHERE j.id = l.id
+            RETURNING j.id
+        )
+        INSERT INTO genq.attempts (job_id, attempt, worker, started_at, outcome, error)
+        SELECT l.id, l.attempts, l.locked_by, coalesce(l.started_at, now()), 'lost',
+               'lease expired before the worker reported an outcome'
+          FROM lost l JOIN updated u ON u.id = l.id";
+    let done = sqlx::query(REAP).bind(limit).execute(pool).await?;
+    Ok(done.rows_affected())
+}
+
+/// Puts every job `worker` still holds back in the queue without spending an
+/// attempt (graceful shutdown). Records a `released` attempt for visibility,
+/// since a provider call may have been in flight.
+pub async fn release_all(pool: &PgPool, worker: &str) -> Result<u64, StoreError> {
+    const RELEASE: &str = "
+        WITH released AS (
+            UPDATE genq.jobs
+               SET state = 'queued', attempts = attempts - 1, run_at = now(),
+                   locked_by = NULL, lease_expires_at = NULL, updated_at = now()
+             WHERE state = 'running' AND locked_by = $1
+            RETURNING id, attempts + 1 AS attempt, started_at
+        )
+        INSERT INTO genq.attempts (job_id, attempt, worker, started_at, outcome, error)
+        SELECT id, attempt, $1, coalesce(started_at, now()), 'released',
+               'worker shut down before the job finished; returned to the queue'
+          FROM released";
+    let done = sqlx::query(RELEASE).bind(worker).execute(pool).await?;
+    Ok(done.rows_affected())
+}
+
+/// One job by id.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Job>, StoreError> {
+    Ok(sqlx::query_as("SELECT * FROM genq.jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Every attempt of a job, oldest first.
+pub async fn attempts(pool: &PgPool, job_id: Uuid) -> Result<Vec<Attempt>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM genq.attempts WHERE job_id = $1 ORDER BY id")
+            .bind(job_id)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// Number of jobs in each state (states with none are omitted).
+pub async fn count_by_state(db: impl PgExecutor<'_>) -> Result<Vec<(JobState, i64)>, StoreError> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM genq.jobs GROUP BY state ORDER BY state")
+            .fetch_all(db)
+            .await?;
+    rows.into_iter()
+        .map(|(state, n)| Ok((parse_state(state)?, n)))
+        .collect()
+}
+
+/// The earliest `run_at` among queued jobs of `queues`, if any.
+pub async fn next_run_at(
+    pool: &PgPool,
+    queues: &[String],
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT min(run_at) FROM genq.jobs WHERE state = 'queued' AND queue = ANY($1)",
+    )
+    .bind(queues)
+    .fetch_one(pool)
+    .await?)
+}

@@ -1,0 +1,31 @@
+//! All SQL lives here. The rest of genq calls named functions, never builds SQL.
+//!
+//! - [`jobs`]: enqueue, claim, heartbeat, complete, reap, release, inspect.
+//! - [`migrate`]: the embedded migrations.
+
+pub mod jobs;
+pub mod migrate;
+
+/// A database failure. Callers branch on whether a retry may help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Input the database refused (a CHECK, a bad value): fix the input.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database could not be reached or the statement failed: try again later.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Turns constraint violations into [`StoreError::Invalid`] with the
+    /// database's own message (it names the constraint), keeping the rest.
+    pub(crate) fn classify(err: sqlx::Error) -> StoreError {
+        if let sqlx::Error::Database(db) = &err
+            && (db.is_check_violation() || db.code().as_deref() == Some("22P02"))
+        {
+            return StoreError::Invalid(db.message().to_string());
+        }
+        StoreError::Db(err)
+    }
+}

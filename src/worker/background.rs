@@ -1,0 +1,98 @@
+//! The worker's background duties: LISTEN for new jobs, heartbeat leases,
+//! reap jobs whose worker died. Each runs until its token is cancelled and
+//! survives database outages by retrying.
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::WorkerConfig;
+use crate::store::jobs;
+
+/// The channel the jobs trigger notifies.
+pub const CHANNEL: &str = "genq_jobs";
+
+/// Wakes the claim loop on every notification. Reconnects after errors;
+/// the poll fallback covers notifications sent while disconnected.
+pub(super) async fn listen(
+    pool: PgPool,
+    cfg: Arc<WorkerConfig>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::warn!(error = %err, "LISTEN connection failed; polling meanwhile");
+                if sleep_or_stop(&stop, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Err(err) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %err, "LISTEN failed; polling meanwhile");
+            if sleep_or_stop(&stop, Duration::from_secs(1)).await {
+                return;
+            }
+            continue;
+        }
+        // A reconnect may have missed notifications: look once.
+        wake.notify_one();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                msg = listener.try_recv() => match msg {
+                    Ok(Some(n)) => {
+                        if cfg.queues.iter().any(|q| q == n.payload()) {
+                            wake.notify_one();
+                        }
+                    }
+                    // The connection dropped; try_recv reconnects on the next call.
+                    Ok(None) => wake.notify_one(),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "LISTEN connection lost");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Renews the leases of every job this worker holds, three times per lease.
+pub(super) async fn heartbeat(pool: PgPool, cfg: Arc<WorkerConfig>, stop: CancellationToken) {
+    let every = cfg.lease / 3;
+    while !sleep_or_stop(&stop, every).await {
+        if let Err(err) = jobs::heartbeat(&pool, &cfg.id, cfg.lease).await {
+            tracing::warn!(error = %err, "heartbeat failed; leases expire if this persists");
+        }
+    }
+}
+
+/// Returns jobs with expired leases to the queue. Every worker does this;
+/// SKIP LOCKED keeps them out of each other's way.
+pub(super) async fn reap(pool: PgPool, cfg: Arc<WorkerConfig>, stop: CancellationToken) {
+    while !sleep_or_stop(&stop, cfg.reap_interval).await {
+        match jobs::reap(&pool, 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                jobs = n,
+                "reaped jobs whose worker stopped renewing its lease"
+            ),
+            Err(err) => tracing::warn!(error = %err, "reaping failed"),
+        }
+    }
+}
+
+/// Sleeps for `d`; true if `stop` was cancelled first.
+async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}

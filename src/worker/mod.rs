@@ -1,0 +1,306 @@
+//! The worker: claim → execute → complete, many jobs at once.
+//!
+//! - The claim loop never fetches more jobs than it has free slots; a slot is
+//!   held from claim until the job's completion is written.
+//! - It wakes on LISTEN/NOTIFY, on a freed slot, or on a poll tick (for missed
+//!   notifications and future `run_at`s).
+//! - [`background`] keeps leases alive, reaps jobs of dead workers, and
+//!   listens for notifications; [`completer`] writes outcomes in batches.
+//! - Shutdown (the token): stop claiming, let in-flight jobs finish within the
+//!   grace period, release the rest back to `queued`, return.
+
+mod background;
+mod completer;
+
+use chrono::Utc;
+use futures::FutureExt;
+use sqlx::PgPool;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::job::Job;
+use crate::provider::{Execution, Outcome, Provider};
+use crate::retry::Backoff;
+use crate::store::jobs::{self, CallRecord, Completion, Finish};
+
+/// How a worker runs. [`WorkerConfig::default`] suits production.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique per process; stored in `locked_by`.
+    pub id: String,
+    /// Queues to claim from.
+    pub queues: Vec<String>,
+    /// Jobs in flight at once.
+    pub concurrency: usize,
+    /// Most jobs claimed in one round trip.
+    pub claim_batch: usize,
+    /// How long a claim stays valid without a heartbeat.
+    pub lease: Duration,
+    /// Poll even without a notification this often.
+    pub poll_interval: Duration,
+    /// How often to look for jobs of dead workers.
+    pub reap_interval: Duration,
+    /// On shutdown, how long in-flight jobs may run before they are released.
+    pub grace: Duration,
+    /// Delays between real failures.
+    pub backoff: Backoff,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: default_worker_id(),
+            queues: vec![crate::job::DEFAULT_QUEUE.to_string()],
+            concurrency: 16,
+            claim_batch: 64,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            reap_interval: Duration::from_secs(5),
+            grace: Duration::from_secs(30),
+            backoff: Backoff::DEFAULT,
+        }
+    }
+}
+
+/// `host:pid:random`, unique enough to fence one process's claims.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &tag[..8])
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub claimed: u64,
+    pub completed: u64,
+    /// Jobs handed back to the queue at shutdown.
+    pub released: u64,
+}
+
+/// A worker process's claim loop and its helpers.
+pub struct Worker<P> {
+    pool: PgPool,
+    config: WorkerConfig,
+    provider: Arc<P>,
+}
+
+impl<P: Provider> Worker<P> {
+    pub fn new(pool: PgPool, config: WorkerConfig, provider: P) -> Self {
+        Worker {
+            pool,
+            config,
+            provider: Arc::new(provider),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> WorkerReport {
+        let Worker {
+            pool,
+            config,
+            provider,
+        } = self;
+        let cfg = Arc::new(config);
+        let wake = Arc::new(Notify::new());
+        let slot_freed = Arc::new(Notify::new());
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        // Background tasks outlive the claim loop: heartbeats must keep leases
+        // alive until every job is completed or released.
+        let background_stop = CancellationToken::new();
+        let mut background = JoinSet::new();
+        background.spawn(background::listen(
+            pool.clone(),
+            cfg.clone(),
+            wake.clone(),
+            background_stop.clone(),
+        ));
+        background.spawn(background::heartbeat(
+            pool.clone(),
+            cfg.clone(),
+            background_stop.clone(),
+        ));
+        background.spawn(background::reap(
+            pool.clone(),
+            cfg.clone(),
+            background_stop.clone(),
+        ));
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let completer = tokio::spawn(completer::run(
+            pool.clone(),
+            cfg.id.clone(),
+            done_rx,
+            slot_freed.clone(),
+        ));
+
+        tracing::info!(worker = %cfg.id, concurrency = cfg.concurrency, queues = ?cfg.queues, "worker started");
+        let mut report = WorkerReport::default();
+        let mut tasks = JoinSet::new();
+        let mut db_backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let want = slots.available_permits().min(cfg.claim_batch);
+            let mut got = 0;
+            if want > 0 {
+                match jobs::claim(&pool, &cfg.id, &cfg.queues, want, cfg.lease).await {
+                    Ok(claimed) => {
+                        db_backoff = Duration::from_millis(100);
+                        got = claimed.len();
+                        report.claimed += got as u64;
+                        for job in claimed {
+                            let permit = slots
+                                .clone()
+                                .try_acquire_owned()
+                                .expect("claimed only free slots");
+                            tasks.spawn(execute(
+                                provider.clone(),
+                                cfg.backoff,
+                                job,
+                                permit,
+                                done_tx.clone(),
+                            ));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, retry_in = ?db_backoff, "claim failed");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(db_backoff) => {}
+                        }
+                        db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            let queue_may_have_more = want > 0 && got == want;
+            if queue_may_have_more && slots.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wake.notified() => {}
+                _ = slot_freed.notified(), if queue_may_have_more || want == 0 => {}
+                _ = tokio::time::sleep(cfg.poll_interval) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+
+        tracing::info!(worker = %cfg.id, in_flight = tasks.len(), grace = ?cfg.grace, "shutting down: no new claims");
+        let grace = tokio::time::sleep(cfg.grace);
+        tokio::pin!(grace);
+        while !tasks.is_empty() {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = &mut grace => break,
+            }
+        }
+        let unfinished = tasks.len();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        drop(done_tx);
+        report.completed = completer.await.unwrap_or_default();
+        // Completed jobs are written; what this worker still holds is unfinished.
+        report.released = release_with_retry(&pool, &cfg.id).await;
+        if unfinished > 0 || report.released > 0 {
+            tracing::warn!(worker = %cfg.id, released = report.released, "grace period over: unfinished jobs returned to the queue");
+        }
+        background_stop.cancel();
+        while background.join_next().await.is_some() {}
+        tracing::info!(worker = %cfg.id, claimed = report.claimed, completed = report.completed, released = report.released, "worker stopped");
+        report
+    }
+}
+
+/// Releases this worker's jobs, retrying while the database is unreachable
+/// (for a while: if it never comes back, the reaper returns them later).
+async fn release_with_retry(pool: &PgPool, worker: &str) -> u64 {
+    for attempt in 1..=5 {
+        match jobs::release_all(pool, worker).await {
+            Ok(n) => return n,
+            Err(err) => {
+                tracing::warn!(error = %err, attempt, "release failed");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+        }
+    }
+    0
+}
+
+/// Runs one job and hands its completion to the completer. The slot permit
+/// travels with the completion so the slot frees only once it is written.
+async fn execute<P: Provider>(
+    provider: Arc<P>,
+    backoff: Backoff,
+    job: Job,
+    permit: OwnedSemaphorePermit,
+    done: mpsc::UnboundedSender<(Completion, OwnedSemaphorePermit)>,
+) {
+    let span =
+        tracing::info_span!("job", job_id = %job.id, model = %job.model, attempt = job.attempts);
+    let completion = run_one(provider.as_ref(), &job, backoff)
+        .instrument(span)
+        .await;
+    // The completer only stops after every sender is gone, so this cannot fail.
+    let _ = done.send((completion, permit));
+}
+
+async fn run_one<P: Provider>(provider: &P, job: &Job, backoff: Backoff) -> Completion {
+    let execution = if let Some(expired) = job.expires_at.filter(|at| *at <= Utc::now()) {
+        Execution::without_call(Outcome::Failed {
+            error: format!("expired at {expired} before it could run"),
+        })
+    } else {
+        match AssertUnwindSafe(provider.execute(job))
+            .catch_unwind()
+            .await
+        {
+            Ok(execution) => execution,
+            Err(_) => Execution::without_call(Outcome::Retry {
+                error: "the provider panicked while running this job".into(),
+            }),
+        }
+    };
+    let completion = completion_for(job, execution, backoff);
+    tracing::debug!(finish = ?completion.finish, "job executed");
+    completion
+}
+
+/// Turns a provider's verdict into the write that ends the hold on the job.
+fn completion_for(job: &Job, execution: Execution, backoff: Backoff) -> Completion {
+    let finish = match execution.outcome {
+        Outcome::Succeeded { result } => Finish::Succeeded { result },
+        Outcome::Failed { error } => Finish::Failed { error },
+        Outcome::Retry { error } => {
+            let delay = backoff.delay(job.attempts.max(1) as u32, &mut rand::rng());
+            let run_at =
+                Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            Finish::Retry { error, run_at }
+        }
+        Outcome::Reschedule { reason, run_at } => Finish::Reschedule { reason, run_at },
+    };
+    let call = execution.call.map(|c| CallRecord {
+        outcome: c.outcome,
+        key_id: c.key_id,
+        http_status: c.http_status.map(i32::from),
+        error: c.error,
+        retry_after_ms: c
+            .retry_after
+            .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
+        started_at: c.started_at,
+    });
+    Completion {
+        job_id: job.id,
+        attempt: job.attempts,
+        finish,
+        call,
+    }
+}
