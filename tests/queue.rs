@@ -119,7 +119,7 @@ async fn four_workers_drain_2000_jobs_each_exactly_once() {
     for w in workers {
         claimed += w.await.unwrap().claimed;
     }
-    let runs = seen.0.lock().unwrap();
+    let runs = seen.0.lock().unwrap().clone();
     assert_eq!(runs.len(), 2000, "every job ran");
     assert!(runs.values().all(|&n| n == 1), "some job ran twice");
     assert_eq!(claimed, 2000);
