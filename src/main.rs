@@ -96,13 +96,13 @@ struct SubmitArgs {
     #[arg(long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
     /// 0 to 1000, higher runs first.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     priority: Option<i32>,
     /// Do not run before this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
     #[arg(long)]
     run_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Real failures allowed before the job is failed (1 to 100).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_attempts: Option<i32>,
     /// Submitting the same key again returns the first job instead of a new one.
     #[arg(long)]

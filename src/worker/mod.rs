@@ -259,10 +259,7 @@ async fn run_one<P: Provider>(provider: &P, job: &Job, backoff: Backoff) -> Comp
             error: format!("expired at {expired} before it could run"),
         })
     } else {
-        match AssertUnwindSafe(provider.execute(job))
-            .catch_unwind()
-            .await
-        {
+        match AssertUnwindSafe(provider.execute(job)).catch_unwind().await {
             Ok(execution) => execution,
             Err(_) => Execution::without_call(Outcome::Retry {
                 error: "the provider panicked while running this job".into(),
