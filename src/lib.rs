@@ -1,1 +1,2 @@
 //! genq: image-generation jobs from PostgreSQL, run at the rate each API key allows.
+pub mod sim;
