@@ -113,7 +113,9 @@ impl Core {
     }
 
     fn lock(&self) -> MutexGuard<'_, Mutable> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Judges one request carrying bearer token `secret` (if any) and `body`, and logs it.
@@ -121,7 +123,12 @@ impl Core {
         let raw = request::parse(body);
         let (model, n, sleep) = match &raw {
             Ok(r) => {
-                let sleep = r.prompt.as_deref().map(request::faults).unwrap_or_default().sleep;
+                let sleep = r
+                    .prompt
+                    .as_deref()
+                    .map(request::faults)
+                    .unwrap_or_default()
+                    .sleep;
                 (r.model.clone().unwrap_or_default(), r.logged_n(), sleep)
             }
             Err(_) => (String::new(), 0, Duration::ZERO),
@@ -132,16 +139,27 @@ impl Core {
         let (id, outcome) = match secret.map(|s| (s, self.by_secret.get(s))) {
             None => (ANONYMOUS.to_string(), reject(ApiError::missing_api_key())),
             Some((s, None)) => (key_id(s), reject(ApiError::invalid_api_key(s))),
-            Some((_, Some(&i))) => (self.keys[i].id.clone(), self.judge(&mut state, i, raw, now_ns)),
+            Some((_, Some(&i))) => (
+                self.keys[i].id.clone(),
+                self.judge(&mut state, i, raw, now_ns),
+            ),
         };
-        let status = outcome.result.as_ref().map_or_else(|e| e.status, |_| StatusCode::OK);
+        let status = outcome
+            .result
+            .as_ref()
+            .map_or_else(|e| e.status, |_| StatusCode::OK);
         state.log.push(RequestRecord {
             at,
             key_id: id,
             model,
             n,
             status: status.as_u16(),
-            error_code: outcome.result.as_ref().err().and_then(|e| e.code).map(str::to_string),
+            error_code: outcome
+                .result
+                .as_ref()
+                .err()
+                .and_then(|e| e.code)
+                .map(str::to_string),
         });
         Outcome {
             delay: self.latency + sleep,
@@ -163,11 +181,19 @@ impl Core {
             headers.extend(ratelimit_headers(&ks.limiter.request_window(now_ns)));
         }
         if key.behavior == KeyBehavior::InsufficientQuota {
-            return Outcome { headers, ..reject(ApiError::insufficient_quota()) };
+            return Outcome {
+                headers,
+                ..reject(ApiError::insufficient_quota())
+            };
         }
         let req = match raw.and_then(|r| request::validate(&r)) {
             Ok(req) => req,
-            Err(e) => return Outcome { headers, ..reject(e) },
+            Err(e) => {
+                return Outcome {
+                    headers,
+                    ..reject(e)
+                };
+            }
         };
         if let Verdict::Limited { wait, by } = ks.limiter.try_acquire(now_ns, req.n) {
             let (limit, current) = match (by, ks.images_audit.as_ref()) {
@@ -175,19 +201,28 @@ impl Core {
                     key.images_per_minute.unwrap_or(0),
                     audit.current_at(now_ns) + u64::from(req.n),
                 ),
-                _ => (key.requests_per_minute, ks.requests_audit.current_at(now_ns) + 1),
+                _ => (
+                    key.requests_per_minute,
+                    ks.requests_audit.current_at(now_ns) + 1,
+                ),
             };
             let mut headers = headers;
             if key.send_ratelimit_headers {
                 headers.retain(|(name, _)| *name != "x-ratelimit-reset-requests");
-                headers.push(("x-ratelimit-reset-requests", super::headers::go_duration(wait)));
+                headers.push((
+                    "x-ratelimit-reset-requests",
+                    super::headers::go_duration(wait),
+                ));
             }
             if let Some((name, value)) = retry_hint(key.retry_header, wait, SystemTime::now()) {
                 headers.retain(|(n, _)| *n != name);
                 headers.push((name, value));
             }
             let error = ApiError::rate_limited(by, limit, current, wait.as_secs_f64());
-            return Outcome { headers, ..reject(error) };
+            return Outcome {
+                headers,
+                ..reject(error)
+            };
         }
         if key.send_ratelimit_headers {
             headers = ratelimit_headers(&ks.limiter.request_window(now_ns)).to_vec();
@@ -196,7 +231,8 @@ impl Core {
         if let Some(audit) = ks.images_audit.as_mut() {
             over |= audit.admit(now_ns, req.n);
         }
-        let failure = if !self.marker.is_empty() && req.prompt.to_lowercase().contains(&self.marker) {
+        let failure = if !self.marker.is_empty() && req.prompt.to_lowercase().contains(&self.marker)
+        {
             Some(ApiError::content_policy())
         } else if let Some(status) = req.faults.status {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -207,12 +243,19 @@ impl Core {
             None
         };
         if let Some(error) = failure {
-            return Outcome { headers, ..reject(error) };
+            return Outcome {
+                headers,
+                ..reject(error)
+            };
         }
         if over {
             state.keys[index].exceeded += 1;
         }
-        Outcome { result: Ok(req), headers, delay: Duration::ZERO }
+        Outcome {
+            result: Ok(req),
+            headers,
+            delay: Duration::ZERO,
+        }
     }
 
     /// Copy of the log so far.

@@ -67,7 +67,10 @@ pub fn retry_hint(
 pub fn ratelimit_headers(window: &RequestWindow) -> [(&'static str, String); 3] {
     [
         ("x-ratelimit-limit-requests", window.limit.to_string()),
-        ("x-ratelimit-remaining-requests", window.remaining.to_string()),
+        (
+            "x-ratelimit-remaining-requests",
+            window.remaining.to_string(),
+        ),
         ("x-ratelimit-reset-requests", go_duration(window.reset)),
     ]
 }
@@ -135,7 +138,13 @@ mod tests {
         };
         let headers = ratelimit_headers(&window);
         assert_eq!(headers[0], ("x-ratelimit-limit-requests", "60".to_string()));
-        assert_eq!(headers[1], ("x-ratelimit-remaining-requests", "0".to_string()));
-        assert_eq!(headers[2], ("x-ratelimit-reset-requests", "20ms".to_string()));
+        assert_eq!(
+            headers[1],
+            ("x-ratelimit-remaining-requests", "0".to_string())
+        );
+        assert_eq!(
+            headers[2],
+            ("x-ratelimit-reset-requests", "20ms".to_string())
+        );
     }
 }

@@ -160,12 +160,27 @@ mod tests {
         // (rpm, burst, arrival times in ms, expected: None = allowed / Some(wait ms))
         type Case = (u32, u32, &'static [u64], &'static [Option<u64>]);
         let cases: &[Case] = &[
-            (60, 1, &[0, 0, 999, 1000], &[None, Some(1000), Some(1), None]),
-            (60, 2, &[0, 0, 0, 500, 1000], &[None, None, Some(1000), Some(500), None]),
+            (
+                60,
+                1,
+                &[0, 0, 999, 1000],
+                &[None, Some(1000), Some(1), None],
+            ),
+            (
+                60,
+                2,
+                &[0, 0, 0, 500, 1000],
+                &[None, None, Some(1000), Some(500), None],
+            ),
             (30, 1, &[0, 1000, 2000], &[None, Some(1000), None]),
             (6, 3, &[0, 1, 2, 3], &[None, None, None, Some(9997)]),
             // refused requests spend nothing: the retry at the announced time passes
-            (60, 1, &[0, 400, 1000, 1000], &[None, Some(600), None, Some(1000)]),
+            (
+                60,
+                1,
+                &[0, 400, 1000, 1000],
+                &[None, Some(600), None, Some(1000)],
+            ),
         ];
         for (rpm, burst, times, expected) in cases {
             let mut lim = KeyLimiter::new(*rpm, None, *burst);
@@ -198,7 +213,10 @@ mod tests {
         // a request bigger than the bucket waits for a rested bucket, then passes
         let mut big = KeyLimiter::new(60, Some(10), 1);
         assert_eq!(big.try_acquire(0, 4), Verdict::Allowed);
-        assert!(matches!(big.try_acquire(23 * S, 4), Verdict::Limited { .. }));
+        assert!(matches!(
+            big.try_acquire(23 * S, 4),
+            Verdict::Limited { .. }
+        ));
         assert_eq!(big.try_acquire(24 * S, 4), Verdict::Allowed);
     }
 
@@ -219,7 +237,10 @@ mod tests {
     fn window_view() {
         let mut lim = KeyLimiter::new(60, None, 3);
         let rested = lim.request_window(0);
-        assert_eq!((rested.limit, rested.remaining, rested.reset), (60, 3, Duration::ZERO));
+        assert_eq!(
+            (rested.limit, rested.remaining, rested.reset),
+            (60, 3, Duration::ZERO)
+        );
         assert_eq!(lim.try_acquire(0, 1), Verdict::Allowed);
         assert_eq!(lim.try_acquire(0, 1), Verdict::Allowed);
         let used = lim.request_window(500 * MS);

@@ -16,14 +16,10 @@ pub fn solid(width: u32, height: u32, rgba: [u8; 4]) -> Vec<u8> {
     // bit depth 8, colour type 6 (RGBA), deflate, adaptive filtering, no interlace
     ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
 
-    let row_len = 1 + 4 * width as usize;
-    let mut raw = Vec::with_capacity(row_len * height as usize);
-    for _ in 0..height {
-        raw.push(0); // filter type: none
-        for _ in 0..width {
-            raw.extend_from_slice(&rgba);
-        }
-    }
+    // each scanline: filter type 0 (none), then the pixels
+    let mut row = vec![0u8];
+    row.extend(rgba.iter().copied().cycle().take(4 * width as usize));
+    let raw = row.repeat(height as usize);
 
     let mut out = SIGNATURE.to_vec();
     chunk(&mut out, b"IHDR", &ihdr);
@@ -102,7 +98,11 @@ mod tests {
             let len = be32(rest) as usize;
             let kind: [u8; 4] = rest[4..8].try_into().expect("4 bytes");
             let data = rest[8..8 + len].to_vec();
-            assert_eq!(be32(&rest[8 + len..]), crc32(&rest[4..8 + len]), "CRC of {kind:?}");
+            assert_eq!(
+                be32(&rest[8 + len..]),
+                crc32(&rest[4..8 + len]),
+                "CRC of {kind:?}"
+            );
             found.push((kind, data));
             rest = &rest[12 + len..];
         }

@@ -10,7 +10,12 @@ use serde::Deserialize;
 use super::errors::ApiError;
 
 /// Models the simulator accepts besides any name starting with `sim-`.
-pub const MODELS: [&str; 4] = ["gpt-image-2", "gpt-image-1.5", "gpt-image-1", "gpt-image-1-mini"];
+pub const MODELS: [&str; 4] = [
+    "gpt-image-2",
+    "gpt-image-1.5",
+    "gpt-image-1",
+    "gpt-image-1-mini",
+];
 
 /// Longest `[sim:sleep=MS]` honoured, so a typo cannot park a connection forever.
 const MAX_SLEEP_MS: u64 = 600_000;
@@ -87,7 +92,10 @@ fn one_of(
 ) -> Result<Option<String>, ApiError> {
     match value {
         Some(v) if !allowed.contains(&v) => Err(ApiError::invalid_request(
-            format!("Invalid value: '{v}'. Supported values are: {}.", allowed.join(", ")),
+            format!(
+                "Invalid value: '{v}'. Supported values are: {}.",
+                allowed.join(", ")
+            ),
             Some(param),
         )),
         other => Ok(other.map(str::to_string)),
@@ -115,11 +123,20 @@ pub fn validate(raw: &RawRequest) -> Result<GenRequest, ApiError> {
     let size = match raw.size.as_deref() {
         None | Some("auto") => "1024x1024".to_string(),
         Some(s) if parse_size(s).is_some() => s.to_string(),
-        Some(s) => return invalid(format!("Invalid size '{s}': use WIDTHxHEIGHT or auto."), "size"),
+        Some(s) => {
+            return invalid(
+                format!("Invalid size '{s}': use WIDTHxHEIGHT or auto."),
+                "size",
+            );
+        }
     };
-    let quality = one_of(raw.quality.as_deref(), &["low", "medium", "high", "auto"], "quality")?
-        .filter(|q| q != "auto")
-        .unwrap_or_else(|| "medium".to_string());
+    let quality = one_of(
+        raw.quality.as_deref(),
+        &["low", "medium", "high", "auto"],
+        "quality",
+    )?
+    .filter(|q| q != "auto")
+    .unwrap_or_else(|| "medium".to_string());
     let background = one_of(
         raw.background.as_deref(),
         &["transparent", "opaque", "auto"],
@@ -127,15 +144,32 @@ pub fn validate(raw: &RawRequest) -> Result<GenRequest, ApiError> {
     )?
     .filter(|b| b == "transparent")
     .unwrap_or_else(|| "opaque".to_string());
-    one_of(raw.output_format.as_deref(), &["png", "jpeg", "webp"], "output_format")?;
+    one_of(
+        raw.output_format.as_deref(),
+        &["png", "jpeg", "webp"],
+        "output_format",
+    )?;
     one_of(raw.moderation.as_deref(), &["low", "auto"], "moderation")?;
-    one_of(raw.response_format.as_deref(), &["b64_json"], "response_format")?;
+    one_of(
+        raw.response_format.as_deref(),
+        &["b64_json"],
+        "response_format",
+    )?;
     one_of(raw.style.as_deref(), &["vivid", "natural"], "style")?;
-    if raw.output_compression.is_some_and(|c| !(0..=100).contains(&c)) {
-        return invalid("output_compression must be between 0 and 100.".into(), "output_compression");
+    if raw
+        .output_compression
+        .is_some_and(|c| !(0..=100).contains(&c))
+    {
+        return invalid(
+            "output_compression must be between 0 and 100.".into(),
+            "output_compression",
+        );
     }
     if raw.stream == Some(true) {
-        return invalid("Streaming is not supported by the simulator.".into(), "stream");
+        return invalid(
+            "Streaming is not supported by the simulator.".into(),
+            "stream",
+        );
     }
     let faults = faults(&prompt);
     Ok(GenRequest {
@@ -168,7 +202,10 @@ pub fn faults(prompt: &str) -> Faults {
             "500" => found.status = Some(500),
             "503" => found.status = Some(503),
             d => {
-                if let Some(ms) = d.strip_prefix("sleep=").and_then(|ms| ms.parse::<u64>().ok()) {
+                if let Some(ms) = d
+                    .strip_prefix("sleep=")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                {
                     found.sleep = Duration::from_millis(ms.min(MAX_SLEEP_MS));
                 }
             }
@@ -189,7 +226,10 @@ mod tests {
     fn accepts_and_resolves_defaults() {
         let req = check(r#"{"model":"gpt-image-1","prompt":"a cat","extra":1}"#).expect("ok");
         assert_eq!((req.n, req.size.as_str()), (1, "1024x1024"));
-        assert_eq!((req.quality.as_str(), req.background.as_str()), ("medium", "opaque"));
+        assert_eq!(
+            (req.quality.as_str(), req.background.as_str()),
+            ("medium", "opaque")
+        );
         let req = check(
             r#"{"model":"sim-fast","prompt":"x","n":3,"size":"1536x1024","quality":"low",
                 "background":"transparent","output_format":"webp","response_format":"b64_json",
@@ -208,10 +248,22 @@ mod tests {
             (r#"{"model":"gpt-image-1","prompt":"x","n":11}"#, "n"),
             (r#"{"model":"dall-e-9","prompt":"x"}"#, "model"),
             (r#"{"prompt":"x"}"#, "model"),
-            (r#"{"model":"gpt-image-1","prompt":"x","size":"big"}"#, "size"),
-            (r#"{"model":"gpt-image-1","prompt":"x","quality":"ultra"}"#, "quality"),
-            (r#"{"model":"gpt-image-1","prompt":"x","response_format":"url"}"#, "response_format"),
-            (r#"{"model":"gpt-image-1","prompt":"x","stream":true}"#, "stream"),
+            (
+                r#"{"model":"gpt-image-1","prompt":"x","size":"big"}"#,
+                "size",
+            ),
+            (
+                r#"{"model":"gpt-image-1","prompt":"x","quality":"ultra"}"#,
+                "quality",
+            ),
+            (
+                r#"{"model":"gpt-image-1","prompt":"x","response_format":"url"}"#,
+                "response_format",
+            ),
+            (
+                r#"{"model":"gpt-image-1","prompt":"x","stream":true}"#,
+                "stream",
+            ),
         ];
         for (body, param) in cases {
             let err = check(body).expect_err(body);

@@ -84,15 +84,21 @@ fn image(req: &GenRequest, index: u32) -> Vec<u8> {
         .chain_update(req.prompt.as_bytes())
         .chain_update(index.to_be_bytes())
         .finalize();
-    let alpha = if req.background == "transparent" { 0 } else { 255 };
-    png::solid(IMAGE_SIDE, IMAGE_SIDE, [digest[0], digest[1], digest[2], alpha])
+    let alpha = if req.background == "transparent" {
+        0
+    } else {
+        255
+    };
+    png::solid(
+        IMAGE_SIDE,
+        IMAGE_SIDE,
+        [digest[0], digest[1], digest[2], alpha],
+    )
 }
 
 /// OpenAI's published output-token cost of one image, by quality and (square or not) size.
 fn output_tokens_per_image(quality: &str, size: &str) -> u32 {
-    let square = size
-        .split_once('x')
-        .is_none_or(|(w, h)| w == h);
+    let square = size.split_once('x').is_none_or(|(w, h)| w == h);
     match (quality, square) {
         ("low", true) => 272,
         ("low", false) => 408,

@@ -85,9 +85,15 @@ mod tests {
     fn bearer_tokens() {
         let mut headers = HeaderMap::new();
         assert_eq!(bearer(&headers), None);
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-x"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-x"),
+        );
         assert_eq!(bearer(&headers), Some("sk-x"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  sk-y "));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer  sk-y "),
+        );
         assert_eq!(bearer(&headers), Some("sk-y"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&headers), None);
