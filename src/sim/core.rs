@@ -133,8 +133,8 @@ impl Core {
             }
             Err(_) => (String::new(), 0, Duration::ZERO),
         };
-        let at = Utc::now();
         let mut state = self.lock();
+        let at = Utc::now();
         let now_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let (id, outcome) = match secret.map(|s| (s, self.by_secret.get(s))) {
             None => (ANONYMOUS.to_string(), reject(ApiError::missing_api_key())),

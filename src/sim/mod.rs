@@ -10,7 +10,7 @@
 //! Observers (tests, the demo, another process) read `GET /_sim/log` (a JSON array of
 //! [`RequestRecord`]) and `GET /_sim/stats` ([`SimStats`]), or [`Sim::log`] / [`Sim::stats`]
 //! in-process. `stats.limit_exceeded` counts 200 answers that broke a key's configured limit
-//! in some 60 s window, judged by an independent sliding-window witness ([`audit`]).
+//! in some 60 s window, judged by an independent sliding-window witness (`audit.rs`).
 //!
 //! Test hooks in the prompt: `[sim:500]` and `[sim:503]` force that status (after the rate
 //! limiter, so budget is spent), `[sim:sleep=MS]` delays the answer; a prompt containing the
@@ -37,15 +37,15 @@
 //!
 //! Unknown fields are rejected so typos do not pass silently.
 
-pub mod audit;
+mod audit;
 mod config;
 mod core;
-pub mod errors;
+mod errors;
 pub mod headers;
 pub mod limits;
 pub mod png;
-pub mod request;
-pub mod response;
+mod request;
+mod response;
 mod server;
 mod stats;
 
