@@ -247,6 +247,17 @@ mod tests {
     }
 
     #[test]
+    fn load_config_reads_files() {
+        let path = std::env::temp_dir().join(format!("genq-sim-{}.toml", std::process::id()));
+        std::fs::write(&path, "[[keys]]\nsecret = \"sk-file\"\nburst = 3\n").expect("write");
+        let loaded = load_config(&path);
+        std::fs::remove_file(&path).expect("cleanup");
+        assert_eq!(loaded.expect("loads").keys[0].burst, Some(3));
+        let missing = load_config(Path::new("/nonexistent/sim.toml"));
+        assert!(matches!(missing, Err(SimConfigError::Io { .. })));
+    }
+
+    #[test]
     fn rejects_nonsense() {
         assert!(toml::from_str::<SimConfig>("nope = 1").is_err());
         let mut config = SimConfig::demo();

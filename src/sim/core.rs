@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use super::audit::WindowAudit;
 use super::config::{KeyBehavior, SimConfig, SimKey};
 use super::errors::ApiError;
-use super::headers::{ratelimit_headers, retry_hint};
+use super::headers::{go_duration, ratelimit_headers, retry_hint};
 use super::limits::{KeyLimiter, LimitKind, Verdict};
 use super::request::{self, GenRequest, RawRequest};
 use super::stats::{ANONYMOUS, RequestRecord, SimStats, key_id};
@@ -196,33 +196,7 @@ impl Core {
             }
         };
         if let Verdict::Limited { wait, by } = ks.limiter.try_acquire(now_ns, req.n) {
-            let (limit, current) = match (by, ks.images_audit.as_ref()) {
-                (LimitKind::Images, Some(audit)) => (
-                    key.images_per_minute.unwrap_or(0),
-                    audit.current_at(now_ns) + u64::from(req.n),
-                ),
-                _ => (
-                    key.requests_per_minute,
-                    ks.requests_audit.current_at(now_ns) + 1,
-                ),
-            };
-            let mut headers = headers;
-            if key.send_ratelimit_headers {
-                headers.retain(|(name, _)| *name != "x-ratelimit-reset-requests");
-                headers.push((
-                    "x-ratelimit-reset-requests",
-                    super::headers::go_duration(wait),
-                ));
-            }
-            if let Some((name, value)) = retry_hint(key.retry_header, wait, SystemTime::now()) {
-                headers.retain(|(n, _)| *n != name);
-                headers.push((name, value));
-            }
-            let error = ApiError::rate_limited(by, limit, current, wait.as_secs_f64());
-            return Outcome {
-                headers,
-                ..reject(error)
-            };
+            return limited(key, ks, headers, &req, now_ns, wait, by);
         }
         if key.send_ratelimit_headers {
             headers = ratelimit_headers(&ks.limiter.request_window(now_ns)).to_vec();
@@ -272,6 +246,44 @@ impl Core {
             .zip(&state.keys)
             .map(|(k, s)| (k.id.as_str(), s.exceeded));
         SimStats::from_log(&state.log, exceeded)
+    }
+}
+
+/// The 429 for `req`, refused by `by` for `wait`: rate-limit family with the true wait as
+/// the reset, plus the key's retry hint.
+fn limited(
+    key: &SimKey,
+    ks: &KeyState,
+    mut headers: Vec<(&'static str, String)>,
+    req: &GenRequest,
+    now_ns: u64,
+    wait: Duration,
+    by: LimitKind,
+) -> Outcome {
+    let (limit, current) = match (by, ks.images_audit.as_ref()) {
+        (LimitKind::Images, Some(audit)) => (
+            key.images_per_minute.unwrap_or(0),
+            audit.current_at(now_ns) + u64::from(req.n),
+        ),
+        _ => (
+            key.requests_per_minute,
+            ks.requests_audit.current_at(now_ns) + 1,
+        ),
+    };
+    let mut set = |name: &'static str, value: String| {
+        headers.retain(|(n, _)| *n != name);
+        headers.push((name, value));
+    };
+    if key.send_ratelimit_headers {
+        set("x-ratelimit-reset-requests", go_duration(wait));
+    }
+    if let Some((name, value)) = retry_hint(key.retry_header, wait, SystemTime::now()) {
+        set(name, value);
+    }
+    let error = ApiError::rate_limited(by, limit, current, wait.as_secs_f64());
+    Outcome {
+        headers,
+        ..reject(error)
     }
 }
 
