@@ -6,6 +6,7 @@
 //! - [`worker`]: claim → execute → complete, with leases, heartbeats, a reaper and graceful shutdown.
 //! - [`provider`]: what executes a job (the `Provider` trait and its implementations).
 //! - [`retry`]: backoff delays as a pure function of the attempt number.
+//! - [`sim`]: `genq sim`, the OpenAI-compatible simulated Images API for tests and the demo.
 //! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
 //! - [`submit`]: the library entry point for producers.
 //! - [`db`], [`telemetry`]: connection pool and logging set-up.
@@ -15,6 +16,7 @@ pub mod embedded_pg;
 pub mod job;
 pub mod provider;
 pub mod retry;
+pub mod sim;
 pub mod store;
 pub mod submit;
 pub mod telemetry;

@@ -1,0 +1,165 @@
+//! The success answer: OpenAI's `ImagesResponse` with `n` base64 PNGs and plausible token
+//! usage, shaped so `async_openai::types::images::ImagesResponse` deserializes it.
+//!
+//! The PNGs are small (16x16) whatever size was asked; `size` in the answer echoes the
+//! request. `output_format` is always `png`, because the bytes are PNG.
+
+use base64::Engine;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::png;
+use super::request::GenRequest;
+
+/// Side of the generated square images, in pixels.
+pub const IMAGE_SIDE: u32 = 16;
+
+/// Body of a 200 answer.
+#[derive(Debug, Serialize)]
+pub struct ImagesResponse {
+    created: i64,
+    data: Vec<ImageData>,
+    background: String,
+    output_format: &'static str,
+    size: String,
+    quality: String,
+    usage: Usage,
+}
+
+#[derive(Debug, Serialize)]
+struct ImageData {
+    b64_json: String,
+    revised_prompt: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Usage {
+    total_tokens: u32,
+    input_tokens: u32,
+    output_tokens: u32,
+    input_tokens_details: InputDetails,
+}
+
+#[derive(Debug, Serialize)]
+struct InputDetails {
+    text_tokens: u32,
+    image_tokens: u32,
+}
+
+/// Builds the answer to `req`, created at unix time `created`.
+pub fn images_response(req: &GenRequest, created: i64) -> ImagesResponse {
+    let data = (0..req.n)
+        .map(|i| ImageData {
+            b64_json: base64::engine::general_purpose::STANDARD.encode(image(req, i)),
+            revised_prompt: None,
+        })
+        .collect();
+    let text_tokens = u32::try_from(req.prompt.chars().count().div_ceil(4))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let output_tokens = output_tokens_per_image(&req.quality, &req.size).saturating_mul(req.n);
+    ImagesResponse {
+        created,
+        data,
+        background: req.background.clone(),
+        output_format: "png",
+        size: req.size.clone(),
+        quality: req.quality.clone(),
+        usage: Usage {
+            total_tokens: text_tokens.saturating_add(output_tokens),
+            input_tokens: text_tokens,
+            output_tokens,
+            input_tokens_details: InputDetails {
+                text_tokens,
+                image_tokens: 0,
+            },
+        },
+    }
+}
+
+/// Image `index` of `req`: a solid colour derived from the prompt, so answers are
+/// deterministic and different prompts look different.
+fn image(req: &GenRequest, index: u32) -> Vec<u8> {
+    let digest = Sha256::new()
+        .chain_update(req.prompt.as_bytes())
+        .chain_update(index.to_be_bytes())
+        .finalize();
+    let alpha = if req.background == "transparent" {
+        0
+    } else {
+        255
+    };
+    png::solid(
+        IMAGE_SIDE,
+        IMAGE_SIDE,
+        [digest[0], digest[1], digest[2], alpha],
+    )
+}
+
+/// OpenAI's published output-token cost of one image, by quality and (square or not) size.
+fn output_tokens_per_image(quality: &str, size: &str) -> u32 {
+    let square = size.split_once('x').is_none_or(|(w, h)| w == h);
+    match (quality, square) {
+        ("low", true) => 272,
+        ("low", false) => 408,
+        ("high", true) => 4160,
+        ("high", false) => 6240,
+        (_, true) => 1056,
+        (_, false) => 1584,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::request::{Faults, GenRequest};
+
+    fn request(n: u32, background: &str) -> GenRequest {
+        GenRequest {
+            model: "gpt-image-1".into(),
+            prompt: "a lighthouse at dawn".into(),
+            n,
+            size: "1536x1024".into(),
+            quality: "low".into(),
+            background: background.into(),
+            faults: Faults::default(),
+        }
+    }
+
+    #[test]
+    fn deserializes_as_async_openai_images_response() {
+        use async_openai::types::images::{Image, ImageQuality, ImagesResponse as Theirs};
+        let json = serde_json::to_string(&images_response(&request(2, "opaque"), 1_700_000_000))
+            .expect("serializes");
+        let theirs: Theirs = serde_json::from_str(&json).expect("async-openai reads it");
+        assert_eq!(theirs.created, 1_700_000_000);
+        assert_eq!(theirs.data.len(), 2);
+        assert_eq!(theirs.quality, Some(ImageQuality::Low));
+        let usage = theirs.usage.expect("usage");
+        assert_eq!(usage.output_tokens, 816);
+        assert_eq!(usage.total_tokens, usage.input_tokens + usage.output_tokens);
+        match theirs.data[0].as_ref() {
+            Image::B64Json { b64_json, .. } => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64_json.as_str())
+                    .expect("base64");
+                assert!(bytes.starts_with(&png::SIGNATURE));
+            }
+            other => panic!("expected b64_json, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shape_and_determinism() {
+        let value = serde_json::to_value(images_response(&request(1, "transparent"), 5))
+            .expect("serializes");
+        assert_eq!(value["background"], "transparent");
+        assert_eq!(value["output_format"], "png");
+        assert_eq!(value["size"], "1536x1024");
+        assert!(value["data"][0]["revised_prompt"].is_null());
+        assert_eq!(value["usage"]["input_tokens_details"]["image_tokens"], 0);
+        let again = serde_json::to_value(images_response(&request(1, "transparent"), 5))
+            .expect("serializes");
+        assert_eq!(value, again);
+    }
+}
