@@ -14,8 +14,10 @@
 pub mod db;
 pub mod embedded_pg;
 pub mod job;
+pub mod keys;
 pub mod provider;
 pub mod retry;
+pub mod secret;
 pub mod sim;
 pub mod store;
 pub mod submit;

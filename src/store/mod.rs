@@ -1,9 +1,11 @@
 //! All SQL lives here. The rest of genq calls named functions, never builds SQL.
 //!
 //! - [`jobs`]: enqueue, claim, heartbeat, complete, reap, release, inspect.
+//! - [`keys`]: API key health, cooldowns and the shared GCRA buckets.
 //! - [`migrate`]: the embedded migrations.
 
 pub mod jobs;
+pub mod keys;
 pub mod migrate;
 
 /// A database failure. Callers branch on whether a retry may help.

@@ -1,0 +1,275 @@
+//! The API keys a worker may use, from `OPENAI_API_KEYS`, `OPENAI_API_KEY`
+//! and `GENQ_KEYS_FILE`, with their per-model limits.
+//!
+//! Keys file (TOML):
+//! ```toml
+//! [[keys]]
+//! name = "team-a"              # optional; the id is the name, else key-<8 hex of sha256(secret)>
+//! secret = "sk-..."            # or: secret_env = "TEAM_A_KEY" (read from the environment)
+//! account = "org-1/proj-1"     # optional: keys of one account share one budget per model
+//! models = ["gpt-image-2"]     # optional: the models this key may serve (default: any)
+//! [keys.limits.gpt-image-2]    # per model; "*" applies to models not listed
+//! requests_per_minute = 50
+//! images_per_minute = 100      # optional
+//! burst = 2                    # optional, default 1
+//! ```
+//! A key named in both the environment and the file takes its limits from the file.
+//! Limits left out are learned at run time from `x-ratelimit-*` headers and 429s.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::secret::ApiSecret;
+
+/// Limits of one key (or account) for one model.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub requests_per_minute: f64,
+    #[serde(default)]
+    pub images_per_minute: Option<f64>,
+    #[serde(default = "one")]
+    pub burst: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One usable key.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    pub secret: ApiSecret,
+    /// Keys of one account share buckets; a key without one is its own account.
+    pub account: Option<String>,
+    /// Models this key may serve; None means any.
+    pub models: Option<Vec<String>>,
+    /// Limits per model name, `*` for the rest.
+    pub limits: BTreeMap<String, Limits>,
+}
+
+impl ApiKey {
+    /// The bucket scope: the account, else the key itself.
+    pub fn scope(&self) -> &str {
+        self.account.as_deref().unwrap_or(&self.id)
+    }
+
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    }
+
+    /// Configured limits for `model`, if any.
+    pub fn limits_for(&self, model: &str) -> Option<Limits> {
+        self.limits.get(model).or_else(|| self.limits.get("*")).copied()
+    }
+}
+
+/// The key set is unusable; the text says what to fix. Never contains a secret.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct KeysError(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(default)]
+    keys: Vec<FileKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKey {
+    name: Option<String>,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    account: Option<String>,
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    limits: BTreeMap<String, Limits>,
+}
+
+/// Parses `OPENAI_API_KEYS` syntax: comma-separated `secret` or `name=secret`.
+pub fn parse_env_keys(list: &str) -> Result<Vec<ApiKey>, KeysError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|entry| {
+            let (name, secret) = match entry.split_once('=') {
+                Some((name, secret)) => (Some(name.trim()), secret.trim()),
+                None => (None, entry),
+            };
+            if secret.is_empty() {
+                return Err(KeysError(format!(
+                    "OPENAI_API_KEYS entry named {:?} has no secret; write name=secret",
+                    name.unwrap_or("")
+                )));
+            }
+            Ok(new_key(name.map(str::to_string), ApiSecret::new(secret)))
+        })
+        .collect()
+}
+
+fn new_key(name: Option<String>, secret: ApiSecret) -> ApiKey {
+    ApiKey {
+        id: name.filter(|n| !n.is_empty()).unwrap_or_else(|| secret.key_id()),
+        secret,
+        account: None,
+        models: None,
+        limits: BTreeMap::new(),
+    }
+}
+
+/// Parses a keys file's text. `env` looks up `secret_env` names.
+pub fn parse_keys_file(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<ApiKey>, KeysError> {
+    let file: KeysFile =
+        toml::from_str(text).map_err(|e| KeysError(format!("keys file: {}", e.message())))?;
+    file.keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let label = k.name.clone().unwrap_or_else(|| format!("#{}", i + 1));
+            let secret = match (k.secret, &k.secret_env) {
+                (Some(s), None) if !s.trim().is_empty() => s.trim().to_string(),
+                (None, Some(var)) => env(var).filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                    KeysError(format!("keys file: key {label}: environment variable {var} is unset or empty"))
+                })?,
+                _ => {
+                    return Err(KeysError(format!(
+                        "keys file: key {label}: give exactly one of secret or secret_env"
+                    )));
+                }
+            };
+            for (model, l) in &k.limits {
+                if !(l.requests_per_minute > 0.0) || l.images_per_minute.is_some_and(|v| !(v > 0.0)) || l.burst == 0 {
+                    return Err(KeysError(format!(
+                        "keys file: key {label}, model {model}: limits must be positive (requests_per_minute > 0, images_per_minute > 0, burst >= 1)"
+                    )));
+                }
+            }
+            let mut key = new_key(k.name, ApiSecret::new(secret));
+            key.account = k.account.filter(|a| !a.trim().is_empty());
+            key.models = k.models;
+            key.limits = k.limits;
+            Ok(key)
+        })
+        .collect()
+}
+
+/// Merges environment keys and file keys: the file's entry wins for a key
+/// in both (same secret). Refuses two different secrets under one id.
+pub fn merge(env_keys: Vec<ApiKey>, file_keys: Vec<ApiKey>) -> Result<Vec<ApiKey>, KeysError> {
+    let mut out: Vec<ApiKey> = file_keys;
+    for key in env_keys {
+        if !out.iter().any(|k| k.secret == key.secret) {
+            out.push(key);
+        }
+    }
+    for (i, a) in out.iter().enumerate() {
+        if out[..i].iter().any(|b| b.id == a.id) {
+            return Err(KeysError(format!("two different keys have the id {:?}; give them distinct names", a.id)));
+        }
+    }
+    Ok(out)
+}
+
+/// Loads keys from the process environment and the keys file, if any.
+pub fn from_env() -> Result<Vec<ApiKey>, KeysError> {
+    let mut env_keys = match std::env::var("OPENAI_API_KEYS") {
+        Ok(list) => parse_env_keys(&list)?,
+        Err(_) => Vec::new(),
+    };
+    if let Ok(one) = std::env::var("OPENAI_API_KEY") {
+        env_keys.extend(parse_env_keys(&one)?);
+    }
+    let file_keys = match std::env::var_os("GENQ_KEYS_FILE") {
+        Some(path) => load_file(Path::new(&path))?,
+        None => Vec::new(),
+    };
+    merge(env_keys, file_keys)
+}
+
+/// Reads and parses a keys file.
+pub fn load_file(path: &Path) -> Result<Vec<ApiKey>, KeysError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| KeysError(format!("cannot read GENQ_KEYS_FILE {}: {e}", path.display())))?;
+    parse_keys_file(&text, |var| std::env::var(var).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_keys_get_names_or_hashed_ids() {
+        let keys = parse_env_keys("sk-one, team=sk-two ,").unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].id, ApiSecret::new("sk-one").key_id());
+        assert!(keys[0].id.starts_with("key-") && keys[0].id.len() == 12);
+        assert_eq!((keys[1].id.as_str(), keys[1].secret.expose()), ("team", "sk-two"));
+        assert_eq!(parse_env_keys("team=").unwrap_err().0, "OPENAI_API_KEYS entry named \"team\" has no secret; write name=secret");
+    }
+
+    #[test]
+    fn keys_file_limits_accounts_and_secret_env() {
+        let text = r#"
+            [[keys]]
+            name = "a"
+            secret = "sk-a"
+            account = "org-1"
+            models = ["gpt-image-2"]
+            [keys.limits.gpt-image-2]
+            requests_per_minute = 50
+            images_per_minute = 100
+            burst = 2
+            [keys.limits."*"]
+            requests_per_minute = 5
+
+            [[keys]]
+            secret_env = "B_KEY"
+        "#;
+        let keys = parse_keys_file(text, |v| (v == "B_KEY").then(|| "sk-b".to_string())).unwrap();
+        assert_eq!(keys[0].scope(), "org-1");
+        assert!(keys[0].serves("gpt-image-2") && !keys[0].serves("gpt-image-1"));
+        assert_eq!(keys[0].limits_for("gpt-image-2"), Some(Limits { requests_per_minute: 50.0, images_per_minute: Some(100.0), burst: 2 }));
+        assert_eq!(keys[0].limits_for("other").map(|l| l.requests_per_minute), Some(5.0));
+        assert_eq!(keys[1].id, ApiSecret::new("sk-b").key_id());
+        assert_eq!(keys[1].scope(), keys[1].id);
+        assert!(keys[1].serves("anything") && keys[1].limits_for("x").is_none());
+    }
+
+    #[test]
+    fn keys_file_errors_say_what_to_fix_without_secrets() {
+        let cases = [
+            ("[[keys]]\nname = \"a\"\n", "key a: give exactly one of secret or secret_env"),
+            ("[[keys]]\nsecret_env = \"NOPE\"\n", "environment variable NOPE is unset or empty"),
+            ("[[keys]]\nsecret = \"sk-zz\"\n[keys.limits.m]\nrequests_per_minute = 0\n", "limits must be positive"),
+            ("[[keys]]\nsecret = \"sk-zz\"\nbogus = 1\n", "unknown field `bogus`"),
+        ];
+        for (text, want) in cases {
+            let err = parse_keys_file(text, |_| None).unwrap_err();
+            assert!(err.0.contains(want), "{text}: {err}");
+            assert!(!err.0.contains("sk-zz"), "secret leaked: {err}");
+        }
+    }
+
+    #[test]
+    fn merge_prefers_the_file_and_refuses_clashing_ids() {
+        let file = parse_keys_file("[[keys]]\nname = \"a\"\nsecret = \"sk-a\"\naccount = \"o\"\n", |_| None).unwrap();
+        let env = parse_env_keys("sk-a,sk-b").unwrap();
+        let merged = merge(env, file).unwrap();
+        assert_eq!(merged.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["a", ApiSecret::new("sk-b").key_id().as_str()]);
+        let clash = merge(parse_env_keys("x=sk-1,x=sk-2").unwrap(), vec![]).unwrap_err();
+        assert!(clash.0.contains("two different keys have the id \"x\""));
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let keys = parse_env_keys("team=sk-very-secret").unwrap();
+        assert!(!format!("{keys:?}").contains("sk-very-secret"));
+    }
+}
