@@ -57,12 +57,17 @@ impl ApiKey {
     }
 
     pub fn serves(&self, model: &str) -> bool {
-        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+        self.models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == model))
     }
 
     /// Configured limits for `model`, if any.
     pub fn limits_for(&self, model: &str) -> Option<Limits> {
-        self.limits.get(model).or_else(|| self.limits.get("*")).copied()
+        self.limits
+            .get(model)
+            .or_else(|| self.limits.get("*"))
+            .copied()
     }
 }
 
@@ -113,7 +118,9 @@ pub fn parse_env_keys(list: &str) -> Result<Vec<ApiKey>, KeysError> {
 
 fn new_key(name: Option<String>, secret: ApiSecret) -> ApiKey {
     ApiKey {
-        id: name.filter(|n| !n.is_empty()).unwrap_or_else(|| secret.key_id()),
+        id: name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| secret.key_id()),
         secret,
         account: None,
         models: None,
@@ -171,7 +178,10 @@ pub fn merge(env_keys: Vec<ApiKey>, file_keys: Vec<ApiKey>) -> Result<Vec<ApiKey
     }
     for (i, a) in out.iter().enumerate() {
         if out[..i].iter().any(|b| b.id == a.id) {
-            return Err(KeysError(format!("two different keys have the id {:?}; give them distinct names", a.id)));
+            return Err(KeysError(format!(
+                "two different keys have the id {:?}; give them distinct names",
+                a.id
+            )));
         }
     }
     Ok(out)
@@ -195,8 +205,12 @@ pub fn from_env() -> Result<Vec<ApiKey>, KeysError> {
 
 /// Reads and parses a keys file.
 pub fn load_file(path: &Path) -> Result<Vec<ApiKey>, KeysError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| KeysError(format!("cannot read GENQ_KEYS_FILE {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        KeysError(format!(
+            "cannot read GENQ_KEYS_FILE {}: {e}",
+            path.display()
+        ))
+    })?;
     parse_keys_file(&text, |var| std::env::var(var).ok())
 }
 
@@ -210,8 +224,14 @@ mod tests {
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0].id, ApiSecret::new("sk-one").key_id());
         assert!(keys[0].id.starts_with("key-") && keys[0].id.len() == 12);
-        assert_eq!((keys[1].id.as_str(), keys[1].secret.expose()), ("team", "sk-two"));
-        assert_eq!(parse_env_keys("team=").unwrap_err().0, "OPENAI_API_KEYS entry named \"team\" has no secret; write name=secret");
+        assert_eq!(
+            (keys[1].id.as_str(), keys[1].secret.expose()),
+            ("team", "sk-two")
+        );
+        assert_eq!(
+            parse_env_keys("team=").unwrap_err().0,
+            "OPENAI_API_KEYS entry named \"team\" has no secret; write name=secret"
+        );
     }
 
     #[test]
@@ -235,8 +255,18 @@ mod tests {
         let keys = parse_keys_file(text, |v| (v == "B_KEY").then(|| "sk-b".to_string())).unwrap();
         assert_eq!(keys[0].scope(), "org-1");
         assert!(keys[0].serves("gpt-image-2") && !keys[0].serves("gpt-image-1"));
-        assert_eq!(keys[0].limits_for("gpt-image-2"), Some(Limits { requests_per_minute: 50.0, images_per_minute: Some(100.0), burst: 2 }));
-        assert_eq!(keys[0].limits_for("other").map(|l| l.requests_per_minute), Some(5.0));
+        assert_eq!(
+            keys[0].limits_for("gpt-image-2"),
+            Some(Limits {
+                requests_per_minute: 50.0,
+                images_per_minute: Some(100.0),
+                burst: 2
+            })
+        );
+        assert_eq!(
+            keys[0].limits_for("other").map(|l| l.requests_per_minute),
+            Some(5.0)
+        );
         assert_eq!(keys[1].id, ApiSecret::new("sk-b").key_id());
         assert_eq!(keys[1].scope(), keys[1].id);
         assert!(keys[1].serves("anything") && keys[1].limits_for("x").is_none());
@@ -245,10 +275,22 @@ mod tests {
     #[test]
     fn keys_file_errors_say_what_to_fix_without_secrets() {
         let cases = [
-            ("[[keys]]\nname = \"a\"\n", "key a: give exactly one of secret or secret_env"),
-            ("[[keys]]\nsecret_env = \"NOPE\"\n", "environment variable NOPE is unset or empty"),
-            ("[[keys]]\nsecret = \"sk-zz\"\n[keys.limits.m]\nrequests_per_minute = 0\n", "limits must be positive"),
-            ("[[keys]]\nsecret = \"sk-zz\"\nbogus = 1\n", "unknown field `bogus`"),
+            (
+                "[[keys]]\nname = \"a\"\n",
+                "key a: give exactly one of secret or secret_env",
+            ),
+            (
+                "[[keys]]\nsecret_env = \"NOPE\"\n",
+                "environment variable NOPE is unset or empty",
+            ),
+            (
+                "[[keys]]\nsecret = \"sk-zz\"\n[keys.limits.m]\nrequests_per_minute = 0\n",
+                "limits must be positive",
+            ),
+            (
+                "[[keys]]\nsecret = \"sk-zz\"\nbogus = 1\n",
+                "unknown field `bogus`",
+            ),
         ];
         for (text, want) in cases {
             let err = parse_keys_file(text, |_| None).unwrap_err();
@@ -259,10 +301,17 @@ mod tests {
 
     #[test]
     fn merge_prefers_the_file_and_refuses_clashing_ids() {
-        let file = parse_keys_file("[[keys]]\nname = \"a\"\nsecret = \"sk-a\"\naccount = \"o\"\n", |_| None).unwrap();
+        let file = parse_keys_file(
+            "[[keys]]\nname = \"a\"\nsecret = \"sk-a\"\naccount = \"o\"\n",
+            |_| None,
+        )
+        .unwrap();
         let env = parse_env_keys("sk-a,sk-b").unwrap();
         let merged = merge(env, file).unwrap();
-        assert_eq!(merged.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["a", ApiSecret::new("sk-b").key_id().as_str()]);
+        assert_eq!(
+            merged.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+            ["a", ApiSecret::new("sk-b").key_id().as_str()]
+        );
         let clash = merge(parse_env_keys("x=sk-1,x=sk-2").unwrap(), vec![]).unwrap_err();
         assert!(clash.0.contains("two different keys have the id \"x\""));
     }

@@ -58,8 +58,16 @@ pub async fn ensure_buckets(pool: &PgPool, specs: &[BucketSpec]) -> Result<(), S
     let rpm: Vec<f64> = specs.iter().map(|s| s.requests_per_minute).collect();
     let ipm: Vec<Option<f64>> = specs.iter().map(|s| s.images_per_minute).collect();
     let burst: Vec<i32> = specs.iter().map(|s| s.burst as i32).collect();
-    let source: Vec<&str> =
-        specs.iter().map(|s| if s.configured { "configured" } else { "adaptive" }).collect();
+    let source: Vec<&str> = specs
+        .iter()
+        .map(|s| {
+            if s.configured {
+                "configured"
+            } else {
+                "adaptive"
+            }
+        })
+        .collect();
     sqlx::query(
         "INSERT INTO genq.key_buckets (id, scope, model, requests_per_minute, images_per_minute, burst, limit_source)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::int[], $7::text[])
@@ -133,16 +141,28 @@ pub async fn reserve(
                     OR b.tat_images - make_interval(secs => 60.0 / b.images_per_minute * (greatest(b.burst, $3) - $3)) <= now())
             RETURNING p.key_id
         )
-        SELECT (SELECT key_id FROM reserved), (SELECT min(available_at) FROM avail)";
+        SELECT (SELECT key_id FROM reserved), (SELECT min(available_at) FROM avail),
+               EXISTS (SELECT 1 FROM pick) AS raced";
     let keys: Vec<&str> = candidates.iter().map(|c| c.0).collect();
     let buckets: Vec<&str> = candidates.iter().map(|c| c.1).collect();
-    let (key_id, earliest): (Option<String>, Option<DateTime<Utc>>) = sqlx::query_as(RESERVE)
-        .bind(&keys)
-        .bind(&buckets)
-        .bind(cost.max(1) as i32)
-        .fetch_one(pool)
-        .await?;
-    Ok(Reservation { key_id, earliest })
+    // A candidate that looked free but was taken by a concurrent caller
+    // (the row lock's recheck failed) means the snapshot was stale: look again.
+    for _ in 0..16 {
+        let (key_id, earliest, raced): (Option<String>, Option<DateTime<Utc>>, bool) =
+            sqlx::query_as(RESERVE)
+                .bind(&keys)
+                .bind(&buckets)
+                .bind(cost.max(1) as i32)
+                .fetch_one(pool)
+                .await?;
+        if key_id.is_some() || !raced {
+            return Ok(Reservation { key_id, earliest });
+        }
+    }
+    Ok(Reservation {
+        key_id: None,
+        earliest: Some(Utc::now()),
+    })
 }
 
 /// A successful call: counters up, failure streaks reset, cooling ends if due.
@@ -257,7 +277,11 @@ pub async fn set_rate(
 
 /// Holds a bucket until `until` without touching the key (the provider said
 /// the window has no requests left).
-pub async fn hold_bucket(pool: &PgPool, bucket_id: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn hold_bucket(
+    pool: &PgPool,
+    bucket_id: &str,
+    until: DateTime<Utc>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE genq.key_buckets SET tat_requests = greatest(tat_requests, $2), updated_at = now() WHERE id = $1",
     )
