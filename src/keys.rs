@@ -37,6 +37,10 @@ fn one() -> u32 {
     1
 }
 
+fn positive(rate: f64) -> bool {
+    rate.is_finite() && rate > 0.0
+}
+
 /// One usable key.
 #[derive(Debug, Clone)]
 pub struct ApiKey {
@@ -152,7 +156,7 @@ pub fn parse_keys_file(
                 }
             };
             for (model, l) in &k.limits {
-                if !(l.requests_per_minute > 0.0) || l.images_per_minute.is_some_and(|v| !(v > 0.0)) || l.burst == 0 {
+                if !positive(l.requests_per_minute) || l.images_per_minute.is_some_and(|v| !positive(v)) || l.burst == 0 {
                     return Err(KeysError(format!(
                         "keys file: key {label}, model {model}: limits must be positive (requests_per_minute > 0, images_per_minute > 0, burst >= 1)"
                     )));
