@@ -201,13 +201,13 @@ async fn configured_limits_override_and_learned_ones_survive_a_restart() {
         burst: 1,
         configured: false,
     };
-    keys::ensure_buckets(&db.pool, &[adaptive.clone()])
+    keys::ensure_buckets(&db.pool, std::slice::from_ref(&adaptive))
         .await
         .unwrap();
     keys::set_rate(&db.pool, "a/m", 20.0, "learned")
         .await
         .unwrap();
-    keys::ensure_buckets(&db.pool, &[adaptive.clone()])
+    keys::ensure_buckets(&db.pool, std::slice::from_ref(&adaptive))
         .await
         .unwrap(); // a restart
     assert_eq!(
