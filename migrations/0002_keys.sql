@@ -37,7 +37,6 @@ CREATE TABLE genq.key_buckets (
     tat_requests        timestamptz      NOT NULL DEFAULT now(),
     tat_images          timestamptz      NOT NULL DEFAULT now(),
     cooldown_until      timestamptz,
-    successes_since_change int           NOT NULL DEFAULT 0,
     updated_at          timestamptz      NOT NULL DEFAULT now(),
     CONSTRAINT key_buckets_rates_positive CHECK (requests_per_minute > 0 AND (images_per_minute IS NULL OR images_per_minute > 0)),
     CONSTRAINT key_buckets_burst_positive CHECK (burst >= 1),

@@ -240,7 +240,7 @@ pub async fn cool_down(
                                  + make_interval(secs => 60.0 / coalesce($5, b.requests_per_minute) * (b.burst - 1))),
                 requests_per_minute = CASE WHEN b.limit_source = 'configured' OR $5 IS NULL
                                            THEN b.requests_per_minute ELSE $5 END,
-                successes_since_change = 0, updated_at = now()
+                updated_at = now()
            WHERE b.id = $2
          RETURNING greatest(b.cooldown_until, (SELECT cooldown_until FROM k))",
     )
@@ -263,7 +263,7 @@ pub async fn set_rate(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE genq.key_buckets
-            SET requests_per_minute = $2, limit_source = $3, successes_since_change = 0, updated_at = now()
+            SET requests_per_minute = $2, limit_source = $3, updated_at = now()
           WHERE id = $1 AND limit_source <> 'configured'
             AND (requests_per_minute, limit_source) IS DISTINCT FROM ($2, $3)",
     )
