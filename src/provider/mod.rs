@@ -4,6 +4,7 @@
 //! The worker owns the queue mechanics (leases, attempts, backoff); a provider
 //! only says what happened to one job, in terms the queue understands.
 
+pub mod keyring;
 pub mod noop;
 
 use chrono::{DateTime, Utc};

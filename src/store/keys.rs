@@ -165,19 +165,26 @@ pub async fn reserve(
     })
 }
 
-/// A successful call: counters up, failure streaks reset, cooling ends if due.
-pub async fn record_success(pool: &PgPool, key_id: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE genq.api_keys
-            SET ok_count = ok_count + 1, consecutive_failures = 0, consecutive_429 = 0,
-                last_used_at = now(), updated_at = now(),
-                state = CASE WHEN state = 'cooling' AND cooldown_until <= now() THEN 'active' ELSE state END
-          WHERE id = $1",
+/// A successful call: counters up, failure streaks reset, cooling ends if
+/// due. Returns the bucket's rate and limit source (for rate adaptation).
+pub async fn record_success(
+    pool: &PgPool,
+    key_id: &str,
+    bucket_id: &str,
+) -> Result<Option<(f64, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "WITH k AS (
+            UPDATE genq.api_keys
+               SET ok_count = ok_count + 1, consecutive_failures = 0, consecutive_429 = 0,
+                   last_used_at = now(), updated_at = now(),
+                   state = CASE WHEN state = 'cooling' AND cooldown_until <= now() THEN 'active' ELSE state END
+             WHERE id = $1)
+         SELECT requests_per_minute, limit_source FROM genq.key_buckets WHERE id = $2",
     )
     .bind(key_id)
-    .execute(pool)
-    .await?;
-    Ok(())
+    .bind(bucket_id)
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// A call the provider refused for the job's own sake: the key was fine.
