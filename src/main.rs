@@ -29,6 +29,18 @@ enum Command {
     Worker(WorkerArgs),
     /// Enqueue one job and print its id.
     Submit(SubmitArgs),
+    /// Run the OpenAI-compatible simulated Images API (per-key limits, 429s, faults) on loopback.
+    Sim(SimArgs),
+}
+
+#[derive(Args)]
+struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GENQ_SIM_LISTEN", default_value = "127.0.0.1:8089")]
+    listen: std::net::SocketAddr,
+    /// TOML file with the keys, limits and faults (see `genq::sim` docs); default: the demo set.
+    #[arg(long, env = "GENQ_SIM_CONFIG")]
+    config: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -122,6 +134,7 @@ fn main() -> Result<()> {
             Command::Migrate(db) => migrate(&db).await,
             Command::Worker(args) => worker(args).await,
             Command::Submit(args) => submit(args).await,
+            Command::Sim(args) => sim(args).await,
         }
     })
 }
@@ -201,6 +214,23 @@ async fn submit(args: SubmitArgs) -> Result<()> {
         "{}",
         serde_json::json!({ "id": enqueued.id, "state": enqueued.state.as_str(), "created": enqueued.created })
     );
+    Ok(())
+}
+
+async fn sim(args: SimArgs) -> Result<()> {
+    let config = match &args.config {
+        Some(path) => genq::sim::load_config(path)?,
+        None => genq::sim::SimConfig::demo(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "genq sim: OpenAI-compatible Images API at http://{addr}/v1 ({} keys); set OPENAI_BASE_URL=http://{addr}/v1",
+        config.keys.len()
+    );
+    genq::sim::Sim::new(config).serve(listener, shutdown_on_signal()).await?;
     Ok(())
 }
 
