@@ -51,6 +51,8 @@ struct Mutable {
     keys: Vec<KeyState>,
     log: Vec<RequestRecord>,
     rng: StdRng,
+    /// Requests seen per prompt carrying `[sim:STATUSxN]`.
+    fail_first_seen: std::collections::HashMap<String, u32>,
 }
 
 /// Shared state behind a [`super::Sim`] handle.
@@ -107,6 +109,7 @@ impl Core {
             state: Mutex::new(Mutable {
                 keys: states,
                 log: Vec::new(),
+                fail_first_seen: std::collections::HashMap::new(),
                 rng,
             }),
         }
@@ -209,6 +212,15 @@ impl Core {
         {
             Some(ApiError::content_policy())
         } else if let Some(status) = req.faults.status {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Some(ApiError::server_error(status))
+        } else if let Some((status, times)) = req.faults.fail_first
+            && {
+                let seen = state.fail_first_seen.entry(req.prompt.clone()).or_default();
+                *seen += 1;
+                *seen <= times
+            }
+        {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             Some(ApiError::server_error(status))
         } else if self.fail_rate > 0.0 && state.rng.random_bool(self.fail_rate) {

@@ -13,7 +13,8 @@
 //! in some 60 s window, judged by an independent sliding-window witness (`audit.rs`).
 //!
 //! Test hooks in the prompt: `[sim:500]` and `[sim:503]` force that status (after the rate
-//! limiter, so budget is spent), `[sim:sleep=MS]` delays the answer; a prompt containing the
+//! limiter, so budget is spent), `[sim:500x2]` fails only the first 2 requests with that exact
+//! prompt, `[sim:sleep=MS]` delays the answer; a prompt containing the
 //! content-policy marker (default `FORBIDDEN`, case-insensitive) gets a 400.
 //!
 //! # TOML configuration ([`load_config`])

@@ -1,7 +1,7 @@
 //! The body of `POST /images/generations`: parsed leniently (unknown fields ignored, like
 //! OpenAI), then validated into a [`GenRequest`] whose `auto` values are resolved the way
 //! the answer reports them. Also reads the test-only fault directives a prompt may carry:
-//! `[sim:500]`, `[sim:503]` and `[sim:sleep=MS]`.
+//! `[sim:500]`, `[sim:503]`, `[sim:500x2]` (the first 2 requests with that prompt fail) and `[sim:sleep=MS]`.
 
 use std::time::Duration;
 
@@ -73,6 +73,8 @@ pub struct Faults {
     pub status: Option<u16>,
     /// `[sim:sleep=MS]`: wait this long before answering.
     pub sleep: Duration,
+    /// `[sim:500x2]`: the first 2 requests with this exact prompt get a 500, later ones pass.
+    pub fail_first: Option<(u16, u32)>,
 }
 
 /// Parses the body; a body that is not a JSON object is reported as OpenAI would.
@@ -201,6 +203,15 @@ pub fn faults(prompt: &str) -> Faults {
         match directive {
             "500" => found.status = Some(500),
             "503" => found.status = Some(503),
+            d if d.contains('x') => {
+                let parsed = d.split_once('x').and_then(|(status, times)| {
+                    let status: u16 = status.parse().ok().filter(|s| (500..600).contains(s))?;
+                    Some((status, times.parse::<u32>().ok()?))
+                });
+                if parsed.is_some() {
+                    found.fail_first = parsed;
+                }
+            }
             d => {
                 if let Some(ms) = d
                     .strip_prefix("sleep=")
@@ -280,6 +291,8 @@ mod tests {
         assert_eq!(faults("plain"), Faults::default());
         assert_eq!(faults("a [sim:500] b").status, Some(500));
         assert_eq!(faults("[sim:503]").status, Some(503));
+        assert_eq!(faults("x [sim:500x2]").fail_first, Some((500, 2)));
+        assert_eq!(faults("[sim:200x2] [sim:500xz]").fail_first, None);
         let both = faults("x [sim:sleep=250] y [sim:500]");
         assert_eq!(both.sleep, Duration::from_millis(250));
         assert_eq!(both.status, Some(500));
