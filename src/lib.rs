@@ -9,8 +9,10 @@
 //! - [`sim`]: `genq sim`, the OpenAI-compatible simulated Images API for tests and the demo.
 //! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
 //! - [`submit`]: the library entry point for producers.
+//! - [`cli`]: tables and JSON for the command line.
 //! - [`db`], [`telemetry`]: connection pool and logging set-up.
 
+pub mod cli;
 pub mod db;
 pub mod embedded_pg;
 pub mod job;

@@ -29,8 +29,34 @@ enum Command {
     Worker(WorkerArgs),
     /// Enqueue one job and print its id.
     Submit(SubmitArgs),
+    /// Inspect and manage API keys (by id; secrets are never shown).
+    Keys {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Run the OpenAI-compatible simulated Images API (per-key limits, 429s, faults) on loopback.
     Sim(SimArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Each key's state, cooldown remaining, counters and limits.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Use a disabled or cooling key again now.
+    Enable { id: String },
+    /// Stop using a key until it is enabled.
+    Disable {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Enable a key and forget its counters and learned limits.
+    Reset { id: String },
 }
 
 #[derive(Args)]
@@ -135,6 +161,7 @@ fn main() -> Result<()> {
             Command::Worker(args) => worker(args).await,
             Command::Submit(args) => submit(args).await,
             Command::Sim(args) => sim(args).await,
+            Command::Keys { db, action } => keys(&db, action).await,
         }
     })
 }
@@ -217,6 +244,23 @@ async fn submit(args: SubmitArgs) -> Result<()> {
     Ok(())
 }
 
+async fn keys(db: &DbArgs, action: KeysAction) -> Result<()> {
+    let pool = genq::db::connect(&db.database_url, 2)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    genq::store::migrate::run(&pool)
+        .await
+        .context("applying migrations")?;
+    match action {
+        KeysAction::List { json } => genq::cli::keys::list(&pool, json).await,
+        KeysAction::Enable { id } => genq::cli::keys::change(&pool, "enable", &id, None).await,
+        KeysAction::Disable { id, reason } => {
+            genq::cli::keys::change(&pool, "disable", &id, reason.as_deref()).await
+        }
+        KeysAction::Reset { id } => genq::cli::keys::change(&pool, "reset", &id, None).await,
+    }
+}
+
 async fn sim(args: SimArgs) -> Result<()> {
     let config = match &args.config {
         Some(path) => genq::sim::load_config(path)?,
@@ -230,7 +274,9 @@ async fn sim(args: SimArgs) -> Result<()> {
         "genq sim: OpenAI-compatible Images API at http://{addr}/v1 ({} keys); set OPENAI_BASE_URL=http://{addr}/v1",
         config.keys.len()
     );
-    genq::sim::Sim::new(config).serve(listener, shutdown_on_signal()).await?;
+    genq::sim::Sim::new(config)
+        .serve(listener, shutdown_on_signal())
+        .await?;
     Ok(())
 }
 

@@ -1,0 +1,72 @@
+//! `genq keys list|enable|disable|reset`: each key's state, cooldown,
+//! counters and limits, by id only. Secrets are never shown.
+
+use anyhow::{Result, bail};
+use sqlx::PgPool;
+
+use crate::store::keys::{self, KeyStatus};
+
+/// Prints every key as a table, or as JSON.
+pub async fn list(pool: &PgPool, json: bool) -> Result<()> {
+    let rows = keys::list(pool).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
+
+/// Renders keys as aligned columns.
+pub fn table(rows: &[KeyStatus]) -> String {
+    let mut lines = vec![
+        [
+            "KEY",
+            "STATE",
+            "COOLDOWN",
+            "OK",
+            "429",
+            "ERRORS",
+            "LIMITS",
+            "LAST ERROR / REASON",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for k in rows {
+        lines.push(vec![
+            k.id.clone(),
+            k.state.clone(),
+            k.cooldown_remaining_secs
+                .map_or("-".into(), |s| format!("{s:.1}s")),
+            k.ok_count.to_string(),
+            k.rate_limited_count.to_string(),
+            k.error_count.to_string(),
+            if k.limits.is_empty() {
+                "-".into()
+            } else {
+                k.limits.join(", ")
+            },
+            k.disabled_reason
+                .clone()
+                .or_else(|| k.last_error.clone())
+                .unwrap_or_default(),
+        ]);
+    }
+    super::columns(&lines)
+}
+
+/// Applies `action` (enable, disable, reset) to key `id`.
+pub async fn change(pool: &PgPool, action: &str, id: &str, reason: Option<&str>) -> Result<()> {
+    let found = match action {
+        "enable" => keys::enable(pool, id).await?,
+        "disable" => keys::disable(pool, id, reason.unwrap_or("disabled by an operator")).await?,
+        "reset" => keys::reset(pool, id).await?,
+        other => bail!("unknown action {other}"),
+    };
+    if !found {
+        bail!("no key with id {id:?}; `genq keys list` shows the ids");
+    }
+    eprintln!("key {id}: {action}d");
+    Ok(())
+}
