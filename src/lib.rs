@@ -6,6 +6,8 @@
 //! - [`worker`]: claim → execute → complete, with leases, heartbeats, a reaper and graceful shutdown.
 //! - [`provider`]: what executes a job (the `Provider` trait and its implementations).
 //! - [`retry`]: backoff delays as a pure function of the attempt number.
+//! - [`limiter`]: rates learned at run time (AIMD, provider headers); the buckets live in [`store::keys`].
+//! - [`keys`], [`secret`]: API keys from the environment and keys file; secrets that never print.
 //! - [`sim`]: `genq sim`, the OpenAI-compatible simulated Images API for tests and the demo.
 //! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
 //! - [`submit`]: the library entry point for producers.
@@ -17,6 +19,7 @@ pub mod db;
 pub mod embedded_pg;
 pub mod job;
 pub mod keys;
+pub mod limiter;
 pub mod provider;
 pub mod retry;
 pub mod secret;

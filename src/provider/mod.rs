@@ -4,6 +4,9 @@
 //! The worker owns the queue mechanics (leases, attempts, backoff); a provider
 //! only says what happened to one job, in terms the queue understands.
 
+pub mod catalog;
+pub mod classify;
+pub mod headers;
 pub mod keyring;
 pub mod noop;
 
