@@ -165,7 +165,7 @@ pub fn validate(model: &str, prompt: &str, params: &Value) -> Result<(), ParamEr
     one_of(params, "output_format", &["png", "jpeg", "webp"], model)?;
     one_of(params, "moderation", &["auto", "low"], model)?;
     if let Some(c) = params.get("output_compression") {
-        if !c.as_u64().is_some_and(|c| c <= 100) {
+        if c.as_u64().is_none_or(|c| c > 100) {
             return bad(format!(
                 "output_compression {c} is out of range; use 0 to 100"
             ));
