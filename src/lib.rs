@@ -9,6 +9,7 @@
 //! - [`limiter`]: rates learned at run time (AIMD, provider headers); the buckets live in [`store::keys`].
 //! - [`keys`], [`secret`]: API keys from the environment and keys file; secrets that never print.
 //! - [`sim`]: `genq sim`, the OpenAI-compatible simulated Images API for tests and the demo.
+//! - [`output`]: generated images written under `GENQ_OUTPUT_DIR/<job id>/`.
 //! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
 //! - [`submit`]: the library entry point for producers.
 //! - [`cli`]: tables and JSON for the command line.
@@ -20,6 +21,7 @@ pub mod embedded_pg;
 pub mod job;
 pub mod keys;
 pub mod limiter;
+pub mod output;
 pub mod provider;
 pub mod retry;
 pub mod secret;

@@ -7,7 +7,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use genq::job::NewJob;
+use genq::output::OutputStore;
+use genq::provider::images::{ImagesProvider, ImagesSettings};
+use genq::provider::keyring::Keyring;
 use genq::provider::noop::NoopProvider;
+use genq::provider::openai::ImagesClient;
 use genq::worker::{Worker, WorkerConfig};
 
 #[derive(Parser)]
@@ -78,8 +82,33 @@ struct DbArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ProviderKind {
+    /// The OpenAI Images API (or a compatible server at OPENAI_BASE_URL) through per-key buckets.
+    Openai,
     /// Succeed every job at once without calling anything (for measuring the queue).
     Noop,
+}
+
+#[derive(Args)]
+struct OpenAiArgs {
+    /// Provider base URL (point at `genq sim` for local runs).
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    openai_base_url: String,
+    /// Where images are written: <dir>/<job id>/<n>.<ext>.
+    #[arg(long, env = "GENQ_OUTPUT_DIR", default_value = "./genq-output")]
+    output_dir: std::path::PathBuf,
+    /// Requests per minute assumed for a key and model with no configured limit, until learned.
+    #[arg(long, env = "GENQ_DEFAULT_RPM", default_value_t = 60.0)]
+    default_rpm: f64,
+    /// Seconds one provider call may take before it counts as a timeout.
+    #[arg(long, env = "GENQ_PROVIDER_TIMEOUT_SECS", default_value_t = 120.0)]
+    provider_timeout_secs: f64,
+    /// Try a job's fallback models when its model has no key free within this many seconds.
+    #[arg(long, env = "GENQ_FALLBACK_AFTER_SECS", default_value_t = 30.0)]
+    fallback_after_secs: f64,
 }
 
 #[derive(Args)]
@@ -98,8 +127,10 @@ struct WorkerArgs {
     )]
     queues: Vec<String>,
     /// What runs the jobs.
-    #[arg(long, env = "GENQ_PROVIDER", value_enum, default_value = "noop")]
+    #[arg(long, env = "GENQ_PROVIDER", value_enum, default_value = "openai")]
     provider: ProviderKind,
+    #[command(flatten)]
+    openai: OpenAiArgs,
     /// Lease length in seconds; a job whose worker stops renewing it runs again after this.
     #[arg(long, env = "GENQ_LEASE_SECS", default_value_t = 60.0)]
     lease_secs: f64,
@@ -203,12 +234,47 @@ async fn worker(args: WorkerArgs) -> Result<()> {
     let shutdown = shutdown_on_signal();
     let report = match args.provider {
         ProviderKind::Noop => Worker::new(pool, config, NoopProvider).run(shutdown).await,
+        ProviderKind::Openai => {
+            let provider = images_provider(&pool, &args.openai)?;
+            provider
+                .register_keys()
+                .await
+                .context("registering API keys")?;
+            Worker::new(pool, config, provider).run(shutdown).await
+        }
     };
     eprintln!(
         "worker stopped: {} claimed, {} completed, {} released",
         report.claimed, report.completed, report.released
     );
     Ok(())
+}
+
+/// The real provider from the environment's keys and settings.
+fn images_provider(pool: &sqlx::PgPool, args: &OpenAiArgs) -> Result<ImagesProvider> {
+    let keys = genq::keys::from_env()?;
+    if keys.is_empty() {
+        bail!(
+            "no API keys: set OPENAI_API_KEYS (name=secret,...), OPENAI_API_KEY or GENQ_KEYS_FILE"
+        );
+    }
+    if !(args.default_rpm.is_finite() && args.default_rpm > 0.0) {
+        bail!("--default-rpm must be a positive number");
+    }
+    tracing::info!(keys = ?keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), base_url = %args.openai_base_url, "provider ready");
+    Ok(ImagesProvider::new(
+        pool.clone(),
+        ImagesClient::new(
+            &args.openai_base_url,
+            Duration::from_secs_f64(args.provider_timeout_secs),
+        ),
+        OutputStore::new(&args.output_dir),
+        Keyring::new(keys, args.default_rpm),
+        ImagesSettings {
+            fallback_after: Duration::from_secs_f64(args.fallback_after_secs),
+            ..ImagesSettings::default()
+        },
+    ))
 }
 
 async fn submit(args: SubmitArgs) -> Result<()> {

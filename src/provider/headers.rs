@@ -129,7 +129,8 @@ mod tests {
     fn retry_after_forms_and_edge_cases() {
         let now: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
         let ms = Duration::from_millis;
-        let cases: &[(&[(&str, &str)], Option<Duration>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<Duration>);
+        let cases: &[Case] = &[
             (&[("retry-after", "2")], Some(ms(2000))),
             (&[("retry-after", "0.5")], Some(ms(500))),
             (&[("retry-after", "0")], None),

@@ -7,8 +7,10 @@
 pub mod catalog;
 pub mod classify;
 pub mod headers;
+pub mod images;
 pub mod keyring;
 pub mod noop;
+pub mod openai;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

@@ -132,3 +132,4 @@ pub async fn insert_jobs(pool: &PgPool, n: i32, params: serde_json::Value) {
         .await
         .unwrap();
 }
+pub mod rig;

@@ -1,0 +1,396 @@
+//! The real provider: one job → one Images API call through a reserved key,
+//! with the answer classified and the key's state updated for every replica.
+//!
+//! - No key has room now → the job is rescheduled for the earliest moment
+//!   one will (no attempt spent); fallback models are tried first when the
+//!   primary's wait exceeds `fallback_after`.
+//! - 429 → the key and its bucket cool for the provider's wait (or a
+//!   backoff growing with consecutive 429s); the job goes back at once for
+//!   another key. An unconfigured bucket also lowers its rate (AIMD).
+//! - quota / 401 / 403 → key disabled, job back for another key.
+//! - content policy / invalid request → job failed, key unharmed.
+//! - 5xx / timeout / connection error → job retried with backoff; the key's
+//!   failure streak opens its circuit after a threshold.
+//! - If the rate-limit state cannot be read (database down), nothing is sent.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::catalog;
+use super::classify::{self, Verdict};
+use super::headers;
+use super::keyring::{Keyring, NoSlot, Slot};
+use super::openai::{CallFailure, ImagesClient};
+use super::{Call, Execution, Outcome, Provider};
+use crate::job::Job;
+use crate::limiter::Aimd;
+use crate::output::OutputStore;
+use crate::retry::Backoff;
+use crate::store::keys as key_store;
+
+/// Tunables of [`ImagesProvider`].
+#[derive(Debug, Clone)]
+pub struct ImagesSettings {
+    /// Try fallback models when the primary cannot be served within this.
+    pub fallback_after: Duration,
+    /// Consecutive transient failures that open a key's circuit.
+    pub circuit_threshold: i32,
+    /// How long an open circuit keeps the key out.
+    pub circuit_open: Duration,
+    /// Cooldown after a 429 that named no wait, by consecutive 429s.
+    pub rate_limit_backoff: Backoff,
+    /// When every key is disabled, look again after this.
+    pub disabled_recheck: Duration,
+}
+
+impl Default for ImagesSettings {
+    fn default() -> Self {
+        ImagesSettings {
+            fallback_after: Duration::from_secs(30),
+            circuit_threshold: 5,
+            circuit_open: Duration::from_secs(30),
+            rate_limit_backoff: Backoff {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+            },
+            disabled_recheck: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Generates images with the OpenAI Images API (or a compatible server).
+pub struct ImagesProvider {
+    pool: PgPool,
+    client: ImagesClient,
+    output: OutputStore,
+    keyring: Keyring,
+    settings: ImagesSettings,
+    /// Additive-increase state per bucket, for buckets with no configured limit.
+    aimd: Mutex<HashMap<String, Aimd>>,
+}
+
+impl ImagesProvider {
+    pub fn new(
+        pool: PgPool,
+        client: ImagesClient,
+        output: OutputStore,
+        keyring: Keyring,
+        settings: ImagesSettings,
+    ) -> Self {
+        ImagesProvider {
+            pool,
+            client,
+            output,
+            keyring,
+            settings,
+            aimd: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registers the keys in the database (state from earlier runs is kept).
+    pub async fn register_keys(&self) -> Result<(), crate::store::StoreError> {
+        self.keyring.register(&self.pool).await
+    }
+
+    async fn run(&self, job: &Job) -> Execution {
+        if let Err(err) = catalog::validate(&job.model, &job.prompt, &job.params) {
+            return Execution::without_call(Outcome::Failed {
+                error: err.to_string(),
+            });
+        }
+        let cost = catalog::image_count(&job.params);
+        let mut models = vec![job.model.clone()];
+        models.extend(fallback_models(&job.params));
+
+        let mut soonest: Option<DateTime<Utc>> = None;
+        let mut why = Vec::new();
+        for (i, model) in models.iter().enumerate() {
+            match self.keyring.reserve(&self.pool, model, cost).await {
+                Err(err) => {
+                    // Fail closed: without the shared budget we cannot know it is safe to send.
+                    tracing::warn!(error = %err, "rate-limit state unavailable; nothing sent");
+                    return reschedule(
+                        Utc::now() + chrono::Duration::seconds(1),
+                        format!("rate-limit state unavailable ({err}); nothing was sent"),
+                    );
+                }
+                Ok(Ok(slot)) => return self.call(job, model, slot).await,
+                Ok(Err(no)) => {
+                    let at = match &no {
+                        NoSlot::Until(at) => Some(*at),
+                        NoSlot::AllDisabled | NoSlot::NoKeyServes => None,
+                    };
+                    why.push(format!("{model}: {}", describe(&no)));
+                    if let Some(at) = at {
+                        soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                    }
+                    // Wait for the primary if it frees up soon enough.
+                    let primary_soon = i == 0
+                        && at.is_some_and(|at| {
+                            at - Utc::now() <= to_chrono(self.settings.fallback_after)
+                        });
+                    if primary_soon {
+                        break;
+                    }
+                }
+            }
+        }
+        let run_at =
+            soonest.unwrap_or_else(|| Utc::now() + to_chrono(self.settings.disabled_recheck));
+        let wait_ms = (run_at - Utc::now()).num_milliseconds().max(0);
+        tracing::info!(event = "all_keys_cooling", job_id = %job.id, wait_ms, reason = %why.join("; "), "no key can take the job now; rescheduled");
+        reschedule(run_at, format!("waiting for capacity: {}", why.join("; ")))
+    }
+
+    async fn call(&self, job: &Job, model: &str, slot: Slot<'_>) -> Execution {
+        let key_id = slot.key.id.clone();
+        let started_at = Utc::now();
+        let response = self
+            .client
+            .generate(&slot.key.secret, model, &job.prompt, &job.params)
+            .await;
+        let now = Utc::now();
+        self.learn(&slot.bucket, &response.headers, now).await;
+        let verdict = match &response.result {
+            Ok(_) => Verdict::Success,
+            Err(CallFailure::Http { status, body }) => {
+                classify::classify(*status, &response.headers, body, now)
+            }
+            Err(other) => Verdict::Transient {
+                message: other.to_string(),
+            },
+        };
+        let status = response.status;
+        let record =
+            |outcome: &'static str, error: Option<String>, retry_after: Option<Duration>| Call {
+                outcome,
+                key_id: Some(key_id.clone()),
+                http_status: status,
+                error,
+                retry_after,
+                started_at,
+            };
+        match verdict {
+            Verdict::Success => {
+                let images = response.result.expect("success has a body");
+                let saved = self.output.save(job.id, &images).await;
+                match key_store::record_success(&self.pool, &key_id, &slot.bucket).await {
+                    Ok(Some((rpm, source))) if source == "adaptive" => {
+                        self.increase(&slot.bucket, rpm).await
+                    }
+                    other => self.note(other),
+                }
+                match saved {
+                    Ok(mut result) => {
+                        if let Value::Object(map) = &mut result {
+                            map.insert("model".into(), Value::String(model.to_string()));
+                            map.insert("key_id".into(), Value::String(key_id.clone()));
+                        }
+                        Execution {
+                            outcome: Outcome::Succeeded { result },
+                            call: Some(record("succeeded", None, None)),
+                        }
+                    }
+                    Err(err) => {
+                        let error = format!("images generated but not stored: {err}");
+                        Execution {
+                            outcome: Outcome::Retry {
+                                error: error.clone(),
+                            },
+                            call: Some(record("retry", Some(error), None)),
+                        }
+                    }
+                }
+            }
+            Verdict::RateLimited { wait } => {
+                let (until, reason) = self.cool(&key_id, &slot.bucket, wait, status).await;
+                let wait_ms = (until - now).num_milliseconds().max(0);
+                tracing::info!(event = "rate_limited_rescheduled", job_id = %job.id, key_id = %key_id, wait_ms, "429: job goes back for another key");
+                Execution {
+                    outcome: Outcome::Reschedule {
+                        reason: reason.clone(),
+                        run_at: now,
+                    },
+                    call: Some(record(
+                        "rate_limited",
+                        Some(reason),
+                        Some(Duration::from_millis(wait_ms as u64)),
+                    )),
+                }
+            }
+            Verdict::KeyDisabled { reason } => {
+                let reason = format!("HTTP {}: {reason}", status.unwrap_or(0));
+                self.note(key_store::disable(&self.pool, &key_id, &reason).await);
+                tracing::warn!(event = "key_disabled", key_id = %key_id, job_id = %job.id, reason = %reason, "key disabled; job goes to another key");
+                Execution {
+                    outcome: Outcome::Reschedule {
+                        reason: format!("key {key_id} disabled: {reason}"),
+                        run_at: now,
+                    },
+                    call: Some(record("key_rejected", Some(reason), None)),
+                }
+            }
+            Verdict::JobRejected { message } => {
+                self.note(key_store::record_used(&self.pool, &key_id).await);
+                let error = format!("HTTP {}: {message}", status.unwrap_or(0));
+                Execution {
+                    outcome: Outcome::Failed {
+                        error: error.clone(),
+                    },
+                    call: Some(record("failed", Some(error), None)),
+                }
+            }
+            Verdict::Transient { message } => {
+                let error = match status {
+                    Some(s) => format!("HTTP {s}: {message}"),
+                    None => message,
+                };
+                let threshold = self.settings.circuit_threshold;
+                match key_store::record_failure(
+                    &self.pool,
+                    &key_id,
+                    &error,
+                    threshold,
+                    to_chrono(self.settings.circuit_open),
+                )
+                .await
+                {
+                    Ok(n) if n >= threshold => {
+                        tracing::warn!(event = "key_cooldown", key_id = %key_id, failures = n, wait_ms = self.settings.circuit_open.as_millis() as u64, "circuit open after consecutive failures")
+                    }
+                    other => self.note(other.map(|_| ())),
+                }
+                Execution {
+                    outcome: Outcome::Retry {
+                        error: error.clone(),
+                    },
+                    call: Some(record("retry", Some(error), None)),
+                }
+            }
+        }
+    }
+
+    /// Cools the key and bucket after a 429; returns the deadline and a reason.
+    async fn cool(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        wait: Option<Duration>,
+        status: Option<u16>,
+    ) -> (DateTime<Utc>, String) {
+        let now = Utc::now();
+        let (streak, rpm, source) =
+            match key_store::note_rate_limited(&self.pool, key_id, bucket).await {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::warn!(error = %err, "recording a 429 failed");
+                    (1, 0.0, "configured".into())
+                }
+            };
+        let (wait, said) = match wait {
+            Some(w) => (w, "as the provider asked"),
+            None => (
+                self.settings
+                    .rate_limit_backoff
+                    .delay(streak.max(1) as u32, &mut rand::rng()),
+                "backoff: the provider named no wait",
+            ),
+        };
+        let new_rpm = (source != "configured" && rpm > 0.0).then(|| {
+            let mut aimd = self.aimd.lock().expect("aimd lock");
+            aimd.entry(bucket.to_string())
+                .or_default()
+                .on_rate_limited(rpm)
+        });
+        let reason = format!(
+            "HTTP {}: rate limited; key {key_id} cools for {:.1}s ({said})",
+            status.unwrap_or(429),
+            wait.as_secs_f64()
+        );
+        let until = now + to_chrono(wait);
+        let until =
+            match key_store::cool_down(&self.pool, key_id, bucket, until, &reason, new_rpm).await {
+                Ok(kept) => kept,
+                Err(err) => {
+                    tracing::warn!(error = %err, "persisting a cooldown failed");
+                    until
+                }
+            };
+        tracing::info!(event = "key_cooldown", key_id = %key_id, wait_ms = (until - now).num_milliseconds().max(0), new_rpm, "key cooling down");
+        (until, reason)
+    }
+
+    /// Learns limits the provider announced in its headers.
+    async fn learn(&self, bucket: &str, headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) {
+        let info = headers::rate_limit_info(headers);
+        if let Some(rpm) = crate::limiter::learned_rate(&info) {
+            self.note(key_store::set_rate(&self.pool, bucket, rpm, "learned").await);
+        }
+        if info.remaining_requests == Some(0)
+            && let Some(reset) = info.reset_requests
+        {
+            self.note(key_store::hold_bucket(&self.pool, bucket, now + to_chrono(reset)).await);
+        }
+    }
+
+    /// After a success, an unconfigured and unlearned bucket creeps its rate up.
+    async fn increase(&self, bucket: &str, rpm: f64) {
+        let next = {
+            let mut aimd = self.aimd.lock().expect("aimd lock");
+            aimd.entry(bucket.to_string())
+                .or_default()
+                .on_success(rpm, None)
+        };
+        if next != rpm {
+            self.note(key_store::set_rate(&self.pool, bucket, next, "adaptive").await);
+        }
+    }
+
+    fn note(&self, result: Result<impl Sized, crate::store::StoreError>) {
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "updating key state failed");
+        }
+    }
+}
+
+impl Provider for ImagesProvider {
+    async fn execute(&self, job: &Job) -> Execution {
+        self.run(job).await
+    }
+}
+
+fn reschedule(run_at: DateTime<Utc>, reason: String) -> Execution {
+    Execution::without_call(Outcome::Reschedule { reason, run_at })
+}
+
+fn describe(no: &NoSlot) -> String {
+    match no {
+        NoSlot::Until(at) => format!(
+            "next key free in {:.1}s",
+            (*at - Utc::now()).num_milliseconds().max(0) as f64 / 1000.0
+        ),
+        NoSlot::AllDisabled => "every key is disabled (see genq keys list)".into(),
+        NoSlot::NoKeyServes => "no configured key serves this model".into(),
+    }
+}
+
+fn fallback_models(params: &Value) -> Vec<String> {
+    params
+        .get("fallback_models")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}

@@ -1,0 +1,243 @@
+//! The Images API client: async-openai's typed request and response, sent
+//! through our own tower service so that every call is exactly one HTTP
+//! request (async-openai's default client retries 429s and 5xx by itself,
+//! behind our buckets' backs) and so that every answer's status, headers
+//! and error body reach genq (async-openai's errors carry no headers).
+//!
+//! The service records what it saw into a per-call slot, carried by a
+//! task-local, so one client serves every concurrent call.
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::HttpRequestFactory;
+use async_openai::types::images::{CreateImageRequest, ImagesResponse};
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::secret::ApiSecret;
+
+/// Why a call produced no images.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallFailure {
+    /// The provider answered with a non-success status.
+    #[error("HTTP {status}")]
+    Http { status: u16, body: Bytes },
+    #[error("the provider did not answer in time: {0}")]
+    Timeout(String),
+    #[error("could not reach the provider: {0}")]
+    Connect(String),
+    #[error("the provider's answer could not be read: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything one call learned.
+#[derive(Debug)]
+pub struct ProviderResponse {
+    /// None when no HTTP answer came back.
+    pub status: Option<u16>,
+    pub headers: HeaderMap,
+    pub result: Result<ImagesResponse, CallFailure>,
+}
+
+#[derive(Default)]
+struct Seen {
+    status: Option<u16>,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+    transport: Option<CallFailure>,
+}
+
+tokio::task_local! {
+    static SEEN: Arc<Mutex<Seen>>;
+}
+
+/// One HTTP client for one provider base URL, shared by all calls and keys.
+#[derive(Clone)]
+pub struct ImagesClient {
+    base_url: String,
+    http: reqwest::Client,
+}
+
+impl ImagesClient {
+    /// `base_url` such as `https://api.openai.com/v1` or `http://127.0.0.1:8089/v1`.
+    pub fn new(base_url: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .build()
+            .expect("a reqwest client with timeouts");
+        ImagesClient {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    /// The reqwest client, for fetching images returned as URLs.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Exactly one `POST {base}/images/generations` with `secret`.
+    pub async fn generate(
+        &self,
+        secret: &ApiSecret,
+        model: &str,
+        prompt: &str,
+        params: &Value,
+    ) -> ProviderResponse {
+        let request = match build_request(model, prompt, params) {
+            Ok(r) => r,
+            Err(e) => {
+                return ProviderResponse {
+                    status: None,
+                    headers: HeaderMap::new(),
+                    result: Err(e),
+                };
+            }
+        };
+        let config = OpenAIConfig::new()
+            .with_api_base(&self.base_url)
+            .with_api_key(secret.expose());
+        let client = Client::with_config(config).with_http_service(OneShot {
+            http: self.http.clone(),
+        });
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let outcome = SEEN
+            .scope(seen.clone(), async move {
+                client.images().generate(request).await
+            })
+            .await;
+        let seen = std::mem::take(&mut *seen.lock().expect("seen lock"));
+        let result = match outcome {
+            Ok(images) => Ok(images),
+            Err(err) => Err(match (seen.transport, seen.status, seen.body) {
+                (Some(transport), _, _) => transport,
+                (None, Some(status), Some(body)) => CallFailure::Http { status, body },
+                (None, Some(_), None) => CallFailure::Decode(describe(&err)),
+                (None, None, _) => CallFailure::Other(describe(&err)),
+            }),
+        };
+        ProviderResponse {
+            status: seen.status,
+            headers: seen.headers,
+            result,
+        }
+    }
+}
+
+/// async-openai's error text, without anything that could carry a secret.
+fn describe(err: &OpenAIError) -> String {
+    crate::provider::classify::redact_keys(&err.to_string())
+}
+
+/// The typed request from genq's params; genq's own keys are left out.
+fn build_request(
+    model: &str,
+    prompt: &str,
+    params: &Value,
+) -> Result<CreateImageRequest, CallFailure> {
+    let mut body = serde_json::Map::new();
+    if let Some(params) = params.as_object() {
+        for (k, v) in params {
+            if k != "fallback_models" && !k.starts_with("genq_") && k != "noop_delay_ms" {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    body.insert("model".into(), Value::String(model.into()));
+    body.insert("prompt".into(), Value::String(prompt.into()));
+    serde_json::from_value(Value::Object(body)).map_err(|e| {
+        CallFailure::Other(format!(
+            "params not accepted by the Images API request: {e}"
+        ))
+    })
+}
+
+/// A tower service that sends the request once and records what came back.
+#[derive(Clone)]
+struct OneShot {
+    http: reqwest::Client,
+}
+
+impl tower::Service<HttpRequestFactory> for OneShot {
+    type Response = reqwest::Response;
+    type Error = OpenAIError;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<reqwest::Response, OpenAIError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
+        let http = self.http.clone();
+        let seen = SEEN.try_with(Arc::clone).ok();
+        Box::pin(async move {
+            let record = |f: &mut dyn FnMut(&mut Seen)| {
+                if let Some(seen) = &seen {
+                    f(&mut seen.lock().expect("seen lock"));
+                }
+            };
+            let request = factory.build().await?;
+            let response = match http.execute(request).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let (failure, err) = transport_failure(e);
+                    record(&mut |s| s.transport = Some(failure.clone()));
+                    return Err(err);
+                }
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            record(&mut |s| {
+                s.status = Some(status.as_u16());
+                s.headers = headers.clone();
+            });
+            if status.is_success() {
+                return Ok(response);
+            }
+            // Read the error body ourselves, then hand async-openai an equal response.
+            let body = match response.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    let (failure, err) = transport_failure(e);
+                    record(&mut |s| s.transport = Some(failure.clone()));
+                    return Err(err);
+                }
+            };
+            record(&mut |s| s.body = Some(body.clone()));
+            let mut rebuilt = http::Response::builder().status(status);
+            if let Some(h) = rebuilt.headers_mut() {
+                *h = headers;
+            }
+            let rebuilt = rebuilt
+                .body(reqwest::Body::from(body))
+                .expect("a response from valid parts");
+            Ok(reqwest::Response::from(rebuilt))
+        })
+    }
+}
+
+/// A transport error as genq classifies it, and as async-openai carries it
+/// (without the URL, which is harmless but noisy).
+fn transport_failure(e: reqwest::Error) -> (CallFailure, OpenAIError) {
+    let e = e.without_url();
+    let text = e.to_string();
+    let failure = if e.is_timeout() {
+        CallFailure::Timeout(text)
+    } else if e.is_connect() {
+        CallFailure::Connect(text)
+    } else {
+        CallFailure::Other(text)
+    };
+    (failure, OpenAIError::Reqwest(e))
+}

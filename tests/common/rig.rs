@@ -1,0 +1,121 @@
+//! A test rig for the real provider path: `genq sim` on loopback, a fresh
+//! database, and workers running `ImagesProvider` through async-openai.
+
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use genq::keys::ApiKey;
+use genq::output::OutputStore;
+use genq::provider::images::{ImagesProvider, ImagesSettings};
+use genq::provider::keyring::Keyring;
+use genq::provider::openai::ImagesClient;
+use genq::sim::{RequestRecord, Sim, SimConfig, SimKey};
+use genq::worker::{Worker, WorkerConfig, WorkerReport};
+
+use super::TestDb;
+
+pub struct Rig {
+    pub db: TestDb,
+    pub sim: Sim,
+    pub base_url: String,
+    pub output: std::path::PathBuf,
+    stop_sim: CancellationToken,
+}
+
+impl Rig {
+    pub async fn new(keys: Vec<SimKey>) -> Rig {
+        Rig::with_config(SimConfig {
+            keys,
+            ..SimConfig::default()
+        })
+        .await
+    }
+
+    pub async fn with_config(config: SimConfig) -> Rig {
+        let db = TestDb::new().await;
+        let sim = Sim::new(config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let stop_sim = CancellationToken::new();
+        tokio::spawn(sim.clone().serve(listener, stop_sim.clone()));
+        let output =
+            std::env::temp_dir().join(format!("genq-test-out-{}", uuid::Uuid::new_v4().simple()));
+        Rig {
+            db,
+            sim,
+            base_url,
+            output,
+            stop_sim,
+        }
+    }
+
+    pub fn provider(&self, keys: Vec<ApiKey>) -> ImagesProvider {
+        let settings = ImagesSettings {
+            rate_limit_backoff: genq::retry::Backoff {
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(5),
+            },
+            ..ImagesSettings::default()
+        };
+        ImagesProvider::new(
+            self.db.pool.clone(),
+            ImagesClient::new(&self.base_url, Duration::from_secs(10)),
+            OutputStore::new(&self.output),
+            Keyring::new(keys, 60.0),
+            settings,
+        )
+    }
+
+    /// Starts a worker over `keys`; cancel the token to stop it.
+    pub async fn worker(
+        &self,
+        keys: Vec<ApiKey>,
+        concurrency: usize,
+    ) -> (JoinHandle<WorkerReport>, CancellationToken) {
+        let provider = self.provider(keys);
+        provider.register_keys().await.unwrap();
+        let config = WorkerConfig {
+            concurrency,
+            poll_interval: Duration::from_millis(50),
+            reap_interval: Duration::from_millis(500),
+            grace: Duration::from_secs(5),
+            backoff: genq::retry::Backoff {
+                base: Duration::from_millis(100),
+                max: Duration::from_secs(2),
+            },
+            ..WorkerConfig::default()
+        };
+        let stop = CancellationToken::new();
+        let handle =
+            tokio::spawn(Worker::new(self.db.pool.clone(), config, provider).run(stop.clone()));
+        (handle, stop)
+    }
+
+    /// Requests the sim received for `key_id`, in order.
+    pub fn log_for(&self, key_id: &str) -> Vec<RequestRecord> {
+        self.sim
+            .log()
+            .into_iter()
+            .filter(|r| r.key_id == key_id)
+            .collect()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop_sim.cancel();
+        let _ = std::fs::remove_dir_all(&self.output);
+    }
+}
+
+/// Keys for genq, by name, with the given secrets and no configured limits.
+pub fn keys(named: &[(&str, &str)]) -> Vec<ApiKey> {
+    let list: Vec<String> = named.iter().map(|(n, s)| format!("{n}={s}")).collect();
+    genq::keys::parse_env_keys(&list.join(",")).unwrap()
+}
+
+/// The sim's id for a secret.
+pub fn sim_id(secret: &str) -> String {
+    genq::sim::key_id(secret)
+}
