@@ -1,0 +1,148 @@
+//! Rate-limit goodput: K keys × R requests/min on `genq sim`, P `genq worker`
+//! processes, N jobs. Prints completed jobs per minute as a share of the keys'
+//! total capacity, the 429 share of all requests, and whether any key went
+//! over its limit in any 60 s window (the sim's own count).
+//!
+//! `cargo bench --bench goodput -- [jobs=600] [keys=3] [rpm=60] [processes=2] [mode=configured|learned|aimd]`
+//! - configured: the keys file states each key's real limit.
+//! - learned: no limits configured and a default 10× too high; the sim
+//!   announces `x-ratelimit-limit-requests`, so genq learns from headers and 429s.
+//! - aimd: as learned, but the sim sends no rate-limit headers: 429s only.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use genq::embedded_pg::EmbeddedPg;
+use genq::sim::{Sim, SimConfig, SimKey};
+use tokio_util::sync::CancellationToken;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::args()
+        .filter_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_string))
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let jobs: i64 = arg("jobs", 600);
+    let keys: usize = arg("keys", 3);
+    let rpm: u32 = arg("rpm", 60);
+    let processes: usize = arg("processes", 2);
+    let mode: String = arg("mode", "configured".to_string());
+    let limit = Duration::from_secs(arg("max_secs", 300));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_cluster, server) = match std::env::var("DATABASE_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let pg = EmbeddedPg::start().expect("starting a private PostgreSQL");
+            let url = pg.url();
+            (Some(pg), url)
+        }
+    };
+    rt.block_on(async {
+        let admin = genq::db::connect(&server, 1).await.unwrap();
+        let name = format!("genq_goodput_{}", std::process::id());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+        let db_url = server.rsplit_once('/').map(|(base, _)| format!("{base}/{name}")).unwrap();
+        let pool = genq::db::connect(&db_url, 4).await.unwrap();
+        genq::store::migrate::run(&pool).await.unwrap();
+
+        let secrets: Vec<String> = (0..keys).map(|i| format!("sk-goodput-{i}")).collect();
+        // The sim tolerates a burst of 2 so network jitter between genq's
+        // reservation and the sim's arrival clock is not counted as abuse.
+        let sim = Sim::new(SimConfig {
+            keys: secrets
+                .iter()
+                .map(|s| SimKey { burst: Some(2), send_ratelimit_headers: mode != "aimd", ..SimKey::new(s, rpm) })
+                .collect(),
+            ..SimConfig::default()
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        tokio::spawn(sim.clone().serve(listener, stop.clone()));
+
+        let dir = std::env::temp_dir().join(format!("genq-goodput-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut toml = String::new();
+        for (i, s) in secrets.iter().enumerate() {
+            toml.push_str(&format!("[[keys]]\nname = \"k{i}\"\nsecret = \"{s}\"\n"));
+            if mode == "configured" {
+                toml.push_str(&format!("[keys.limits.\"*\"]\nrequests_per_minute = {rpm}\n"));
+            }
+        }
+        std::fs::write(dir.join("keys.toml"), toml).unwrap();
+
+        sqlx::query("INSERT INTO genq.jobs (prompt) SELECT 'goodput ' || i FROM generate_series(1, $1) i")
+            .bind(jobs)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let workers: Vec<Proc> = (0..processes)
+            .map(|_| {
+                Proc(
+                    Command::new(env!("CARGO_BIN_EXE_genq"))
+                        .args(["worker", "--concurrency", "8"])
+                        .env("DATABASE_URL", &db_url)
+                        .env("OPENAI_BASE_URL", &base_url)
+                        .env("GENQ_KEYS_FILE", dir.join("keys.toml"))
+                        .env("GENQ_OUTPUT_DIR", dir.join("out"))
+                        .env("GENQ_DEFAULT_RPM", (rpm * 10).to_string())
+                        .env_remove("OPENAI_API_KEYS")
+                        .env_remove("OPENAI_API_KEY")
+                        .env("RUST_LOG", "warn")
+                        .stdin(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let mut done = 0i64;
+        while done < jobs && start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            done = sqlx::query_scalar("SELECT count(*) FROM genq.jobs WHERE state = 'succeeded'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        }
+        let elapsed = start.elapsed();
+        drop(workers);
+        stop.cancel();
+        let stats = sim.stats();
+        let minutes = elapsed.as_secs_f64() / 60.0;
+        let capacity = (keys as f64) * f64::from(rpm);
+        let per_minute = done as f64 / minutes;
+        let share_429 = 100.0 * stats.total.rate_limited as f64 / stats.total.requests.max(1) as f64;
+        let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM genq.jobs WHERE state = 'failed'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        println!(
+            "goodput: mode={mode} keys={keys}x{rpm}/min processes={processes} jobs={done}/{jobs} in {:.1}s: \
+             {per_minute:.1} jobs/min = {:.1}% of capacity ({capacity:.0}/min); requests={} 429s={} ({share_429:.2}%); \
+             over-limit windows={}; failed={failed}",
+            elapsed.as_secs_f64(),
+            100.0 * per_minute / capacity,
+            stats.total.requests,
+            stats.total.rate_limited,
+            stats.limit_exceeded,
+        );
+        pool.close().await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&admin).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
