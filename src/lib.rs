@@ -10,6 +10,7 @@
 //! - [`keys`], [`secret`]: API keys from the environment and keys file; secrets that never print.
 //! - [`sim`]: `genq sim`, the OpenAI-compatible simulated Images API for tests and the demo.
 //! - [`output`]: generated images written under `GENQ_OUTPUT_DIR/<job id>/`.
+//! - [`demo`]: `genq demo`, everything end to end on one machine.
 //! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
 //! - [`submit`]: the library entry point for producers.
 //! - [`cli`]: tables and JSON for the command line.
@@ -17,6 +18,7 @@
 
 pub mod cli;
 pub mod db;
+pub mod demo;
 pub mod embedded_pg;
 pub mod job;
 pub mod keys;

@@ -33,6 +33,8 @@ enum Command {
     Worker(WorkerArgs),
     /// Enqueue one job and print its id.
     Submit(SubmitArgs),
+    /// The whole system on this machine with nothing configured: private Postgres, genq sim, workers, ~200 jobs.
+    Demo(DemoArgs),
     /// Inspect and manage API keys (by id; secrets are never shown).
     Keys {
         #[command(flatten)]
@@ -42,6 +44,22 @@ enum Command {
     },
     /// Run the OpenAI-compatible simulated Images API (per-key limits, 429s, faults) on loopback.
     Sim(SimArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Postgres to use instead of a private throwaway cluster.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Jobs to enqueue.
+    #[arg(long, default_value_t = 200)]
+    jobs: usize,
+    /// Worker tasks.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Where the images go.
+    #[arg(long, env = "GENQ_OUTPUT_DIR", default_value = "./genq-output")]
+    output_dir: std::path::PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -184,7 +202,11 @@ struct SubmitArgs {
 fn main() -> Result<()> {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    genq::telemetry::init();
+    match cli.command {
+        // The demo draws its own progress; only warnings go to the log.
+        Command::Demo(_) => genq::telemetry::init_with("warn,async_openai=error"),
+        _ => genq::telemetry::init(),
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
@@ -192,6 +214,7 @@ fn main() -> Result<()> {
             Command::Worker(args) => worker(args).await,
             Command::Submit(args) => submit(args).await,
             Command::Sim(args) => sim(args).await,
+            Command::Demo(args) => demo(args).await,
             Command::Keys { db, action } => keys(&db, action).await,
         }
     })
@@ -307,6 +330,25 @@ async fn submit(args: SubmitArgs) -> Result<()> {
         "{}",
         serde_json::json!({ "id": enqueued.id, "state": enqueued.state.as_str(), "created": enqueued.created })
     );
+    Ok(())
+}
+
+async fn demo(args: DemoArgs) -> Result<()> {
+    if args.jobs == 0 || args.workers == 0 {
+        bail!("--jobs and --workers must be at least 1");
+    }
+    let options = genq::demo::DemoOptions {
+        database_url: args.database_url,
+        jobs: args.jobs,
+        workers: args.workers,
+        output_dir: args.output_dir,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        timeout: Duration::from_secs(600),
+    };
+    let summary = genq::demo::run(options).await?;
+    if summary.unfinished > 0 {
+        bail!("{} jobs did not finish in time", summary.unfinished);
+    }
     Ok(())
 }
 

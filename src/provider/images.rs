@@ -71,7 +71,12 @@ pub struct ImagesProvider {
     settings: ImagesSettings,
     /// Additive-increase state per bucket, for buckets with no configured limit.
     aimd: Mutex<HashMap<String, Aimd>>,
+    /// When "all keys busy" was last logged, per model.
+    waiting_reported: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How often "no key can take jobs now" is logged per model.
+const WAIT_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 impl ImagesProvider {
     pub fn new(
@@ -88,6 +93,7 @@ impl ImagesProvider {
             keyring,
             settings,
             aimd: Mutex::new(HashMap::new()),
+            waiting_reported: Mutex::new(HashMap::new()),
         }
     }
 
@@ -142,8 +148,27 @@ impl ImagesProvider {
         let run_at =
             soonest.unwrap_or_else(|| Utc::now() + to_chrono(self.settings.disabled_recheck));
         let wait_ms = (run_at - Utc::now()).num_milliseconds().max(0);
-        tracing::info!(event = "all_keys_cooling", job_id = %job.id, wait_ms, reason = %why.join("; "), "no key can take the job now; rescheduled");
-        reschedule(run_at, format!("waiting for capacity: {}", why.join("; ")))
+        let reason = why.join("; ");
+        if self.should_report_waiting(&job.model) {
+            tracing::info!(event = "all_keys_cooling", job_id = %job.id, model = %job.model, wait_ms, reason = %reason, "no key can take jobs now; they wait (no attempt spent)");
+        } else {
+            tracing::debug!(event = "all_keys_cooling", job_id = %job.id, wait_ms, reason = %reason, "rescheduled");
+        }
+        reschedule(run_at, format!("waiting for capacity: {reason}"))
+    }
+
+    /// True at most once per [`WAIT_REPORT_EVERY`] per model, so a queue
+    /// of waiting jobs makes one log line, not one per job.
+    fn should_report_waiting(&self, model: &str) -> bool {
+        let mut last = self.waiting_reported.lock().expect("report lock");
+        let now = std::time::Instant::now();
+        match last.get(model) {
+            Some(at) if now.duration_since(*at) < WAIT_REPORT_EVERY => false,
+            _ => {
+                last.insert(model.to_string(), now);
+                true
+            }
+        }
     }
 
     async fn call(&self, job: &Job, model: &str, slot: Slot<'_>) -> Execution {

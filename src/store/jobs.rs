@@ -71,6 +71,24 @@ fn parse_state(state: String) -> Result<JobState, StoreError> {
         .map_err(|e: crate::job::InvalidJob| StoreError::Invalid(e.0))
 }
 
+/// Inserts jobs the way a producer's plain SQL would: prompt and params
+/// only, defaults for the rest, no validation beyond the table's CHECKs.
+pub async fn insert_plain(
+    pool: &PgPool,
+    prompts: &[String],
+    params: &[Value],
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO genq.jobs (prompt, params) SELECT * FROM unnest($1::text[], $2::jsonb[])",
+    )
+    .bind(prompts)
+    .bind(params)
+    .execute(pool)
+    .await
+    .map_err(StoreError::classify)?;
+    Ok(done.rows_affected())
+}
+
 /// Claims up to `limit` runnable jobs of `queues` for `worker`, highest
 /// priority first, then oldest `run_at`. Each claim counts an attempt and
 /// takes a lease the worker must keep alive with [`heartbeat`].
@@ -364,5 +382,15 @@ pub async fn next_run_at(
     )
     .bind(queues)
     .fetch_one(pool)
+    .await?)
+}
+
+/// Failed jobs grouped by their error, most common first.
+pub async fn failure_reasons(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT coalesce(last_error, 'no error recorded'), count(*) FROM genq.jobs
+          WHERE state = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1",
+    )
+    .fetch_all(pool)
     .await?)
 }

@@ -1,0 +1,105 @@
+//! `genq demo`: the whole system on one machine with nothing configured.
+//!
+//! A private PostgreSQL (unless `DATABASE_URL` is set), `genq sim` with keys
+//! of different limits and manners (one announces its limit, one does not,
+//! one is out of quota, and genq holds one key the provider does not know),
+//! two workers through the real async-openai client, jobs enqueued over
+//! HTTP, the library and plain SQL (a few meant to fail), a live progress
+//! bar and key table, real PNGs on disk, and a summary. Everything but the
+//! images is cleaned up at the end.
+
+mod report;
+mod setup;
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::worker::WorkerReport;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Postgres to use; None starts a private cluster.
+    pub database_url: Option<String>,
+    /// Jobs to enqueue (a few of them are meant to fail).
+    pub jobs: usize,
+    /// Worker tasks.
+    pub workers: usize,
+    /// Where the images go.
+    pub output_dir: PathBuf,
+    /// Draw the live progress bar (off when not a terminal, and in tests).
+    pub progress: bool,
+    /// Give up waiting after this long.
+    pub timeout: Duration,
+}
+
+/// What the demo did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoSummary {
+    pub succeeded: i64,
+    pub failed: Vec<(String, i64)>,
+    pub unfinished: i64,
+    pub provider_requests: u64,
+    pub rate_limited: u64,
+    pub over_limit: u64,
+    pub disabled_keys: Vec<(String, String)>,
+    pub png_files: usize,
+    pub elapsed: Duration,
+}
+
+/// Runs the demo to the end and prints its summary.
+pub async fn run(options: DemoOptions) -> Result<DemoSummary> {
+    let started = Instant::now();
+    let env = setup::Environment::start(&options)
+        .await
+        .context("starting the demo environment")?;
+    eprintln!(
+        "genq demo: Postgres {} · simulated OpenAI at {} · {} keys · {} workers",
+        env.database_label,
+        env.base_url,
+        env.keys.len(),
+        options.workers
+    );
+
+    let stop = CancellationToken::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..options.workers {
+        workers.spawn(env.worker().run(stop.clone()));
+    }
+    let enqueued = setup::enqueue(&env, options.jobs)
+        .await
+        .context("enqueueing the demo jobs")?;
+    eprintln!(
+        "enqueued {} jobs: {} over HTTP, {} through the library, {} with plain SQL",
+        enqueued.total(),
+        enqueued.http,
+        enqueued.library,
+        enqueued.sql
+    );
+
+    report::watch(
+        &env.pool,
+        enqueued.total() as i64,
+        options.progress,
+        options.timeout,
+    )
+    .await?;
+    stop.cancel();
+    let mut reports = Vec::new();
+    while let Some(r) = workers.join_next().await {
+        reports.push(r.unwrap_or_else(|_| WorkerReport::default()));
+    }
+    let summary = report::summarize(&env, started.elapsed()).await?;
+    print!(
+        "{}",
+        report::render(
+            &summary,
+            &env.output_dir,
+            &crate::store::keys::list(&env.pool).await?
+        )
+    );
+    env.stop().await;
+    Ok(summary)
+}

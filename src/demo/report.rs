@@ -1,0 +1,139 @@
+//! What the demo shows: a live progress bar with a key table, and the summary.
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::PgPool;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::DemoSummary;
+use super::setup::Environment;
+use crate::job::JobState;
+use crate::store::jobs;
+use crate::store::keys::KeyStatus;
+
+/// Waits until every job is final, drawing progress (and the key table every few seconds).
+pub(super) async fn watch(
+    pool: &PgPool,
+    total: i64,
+    progress: bool,
+    timeout: Duration,
+) -> Result<()> {
+    let bar = if progress {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} final · {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let start = Instant::now();
+    let mut last_table = Instant::now();
+    loop {
+        let counts = jobs::count_by_state(pool).await?;
+        let count = |s: JobState| {
+            counts
+                .iter()
+                .find(|(st, _)| *st == s)
+                .map_or(0, |(_, n)| *n)
+        };
+        let finished =
+            count(JobState::Succeeded) + count(JobState::Failed) + count(JobState::Cancelled);
+        bar.set_position(finished as u64);
+        bar.set_message(format!(
+            "{} succeeded, {} failed, {} running, {} queued",
+            count(JobState::Succeeded),
+            count(JobState::Failed),
+            count(JobState::Running),
+            count(JobState::Queued)
+        ));
+        if progress && last_table.elapsed() > Duration::from_secs(5) {
+            bar.println(crate::cli::keys::table(
+                &crate::store::keys::list(pool).await?,
+            ));
+            last_table = Instant::now();
+        }
+        if finished >= total || start.elapsed() > timeout {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bar.finish();
+    Ok(())
+}
+
+pub(super) async fn summarize(env: &Environment, elapsed: Duration) -> Result<DemoSummary> {
+    let counts = jobs::count_by_state(&env.pool).await?;
+    let count = |s: JobState| {
+        counts
+            .iter()
+            .find(|(st, _)| *st == s)
+            .map_or(0, |(_, n)| *n)
+    };
+    let stats = env.sim.stats();
+    let keys = crate::store::keys::list(&env.pool).await?;
+    Ok(DemoSummary {
+        succeeded: count(JobState::Succeeded),
+        failed: jobs::failure_reasons(&env.pool).await?,
+        unfinished: count(JobState::Queued) + count(JobState::Running),
+        provider_requests: stats.total.requests,
+        rate_limited: stats.total.rate_limited,
+        over_limit: stats.limit_exceeded,
+        disabled_keys: keys
+            .iter()
+            .filter(|k| k.state == "disabled")
+            .map(|k| (k.id.clone(), k.disabled_reason.clone().unwrap_or_default()))
+            .collect(),
+        png_files: count_pngs(&env.output_dir),
+        elapsed,
+    })
+}
+
+fn count_pngs(dir: &Path) -> usize {
+    let Ok(jobs) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    jobs.flatten()
+        .filter_map(|job| std::fs::read_dir(job.path()).ok())
+        .flat_map(|files| files.flatten())
+        .filter(|f| f.path().extension().is_some_and(|e| e == "png"))
+        .count()
+}
+
+/// The summary as the demo prints it.
+pub(super) fn render(s: &DemoSummary, output: &Path, keys: &[KeyStatus]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\n== genq demo finished in {:.1}s ==\n",
+        s.elapsed.as_secs_f64()
+    ));
+    out.push_str(&format!(
+        "succeeded: {}   PNG files: {} under {}\n",
+        s.succeeded,
+        s.png_files,
+        output.display()
+    ));
+    let failed: i64 = s.failed.iter().map(|(_, n)| n).sum();
+    out.push_str(&format!("failed:    {failed}\n"));
+    for (reason, n) in &s.failed {
+        out.push_str(&format!("  {n:>4} × {reason}\n"));
+    }
+    if s.unfinished > 0 {
+        out.push_str(&format!("unfinished: {} (timed out)\n", s.unfinished));
+    }
+    out.push_str(&format!(
+        "provider requests: {}   429s: {} ({:.1}%)   answers over a key's limit: {}\n",
+        s.provider_requests,
+        s.rate_limited,
+        100.0 * s.rate_limited as f64 / s.provider_requests.max(1) as f64,
+        s.over_limit
+    ));
+    for (id, reason) in &s.disabled_keys {
+        out.push_str(&format!("key disabled: {id}: {reason}\n"));
+    }
+    out.push('\n');
+    out.push_str(&crate::cli::keys::table(keys));
+    out
+}

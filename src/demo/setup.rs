@@ -1,0 +1,228 @@
+//! The demo's world: database, simulated provider, keys, workers, jobs.
+
+use anyhow::{Context, Result};
+use sqlx::PgPool;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use super::DemoOptions;
+use crate::embedded_pg::EmbeddedPg;
+use crate::job::NewJob;
+use crate::keys::{self, ApiKey};
+use crate::output::OutputStore;
+use crate::provider::images::{ImagesProvider, ImagesSettings};
+use crate::provider::keyring::Keyring;
+use crate::provider::openai::ImagesClient;
+use crate::retry::Backoff;
+use crate::sim::{KeyBehavior, RetryHeader, Sim, SimConfig, SimKey};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Rate genq assumes for keys with no configured limit: deliberately too
+/// high, so the demo shows limits being learned from headers and 429s.
+const DEMO_DEFAULT_RPM: f64 = 150.0;
+
+pub(super) struct Environment {
+    pub pool: PgPool,
+    pub database_label: String,
+    pub base_url: String,
+    pub keys: Vec<ApiKey>,
+    pub output_dir: PathBuf,
+    pub sim: Sim,
+    sim_stop: CancellationToken,
+    _cluster: Option<EmbeddedPg>,
+}
+
+/// The provider's side: three working keys with different limits and
+/// manners, and one out of quota.
+fn sim_config() -> SimConfig {
+    SimConfig {
+        keys: vec![
+            SimKey {
+                burst: Some(2),
+                ..SimKey::new("sk-demo-alpha", 120)
+            },
+            SimKey {
+                retry_header: RetryHeader::RetryAfterMs,
+                send_ratelimit_headers: false,
+                burst: Some(2),
+                ..SimKey::new("sk-demo-bravo", 90)
+            },
+            SimKey {
+                retry_header: RetryHeader::ResetRequests,
+                burst: Some(2),
+                ..SimKey::new("sk-demo-charlie", 60)
+            },
+            SimKey {
+                behavior: KeyBehavior::InsufficientQuota,
+                ..SimKey::new("sk-demo-broke", 60)
+            },
+        ],
+        fail_rate_5xx: 0.03,
+        latency: Duration::from_millis(250),
+        seed: Some(7),
+        ..SimConfig::default()
+    }
+}
+
+/// genq's side: alpha's limit is configured; bravo's and charlie's are
+/// not; broke is out of quota and stranger is unknown to the provider.
+const KEYS_FILE: &str = r#"
+[[keys]]
+name = "alpha"
+secret = "sk-demo-alpha"
+[keys.limits."*"]
+requests_per_minute = 120
+
+[[keys]]
+name = "bravo"
+secret = "sk-demo-bravo"
+
+[[keys]]
+name = "charlie"
+secret = "sk-demo-charlie"
+
+[[keys]]
+name = "broke"
+secret = "sk-demo-broke"
+
+[[keys]]
+name = "stranger"
+secret = "sk-demo-unknown-to-the-provider"
+"#;
+
+impl Environment {
+    pub async fn start(options: &DemoOptions) -> Result<Environment> {
+        let (cluster, url, database_label) = match &options.database_url {
+            Some(url) => (None, url.clone(), "from DATABASE_URL".to_string()),
+            None => {
+                let pg = tokio::task::spawn_blocking(EmbeddedPg::start).await??;
+                let url = pg.url();
+                let label = format!("private cluster on 127.0.0.1:{}", pg.port());
+                (Some(pg), url, label)
+            }
+        };
+        let pool = crate::db::connect(&url, 24)
+            .await
+            .context("connecting to Postgres")?;
+        crate::store::migrate::run(&pool).await?;
+        let sim = Sim::new(sim_config());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}/v1", listener.local_addr()?);
+        let sim_stop = CancellationToken::new();
+        tokio::spawn(sim.clone().serve(listener, sim_stop.clone()));
+        let keys = keys::parse_keys_file(KEYS_FILE, |_| None)?;
+        Ok(Environment {
+            pool,
+            database_label,
+            base_url,
+            keys,
+            output_dir: options.output_dir.clone(),
+            sim,
+            sim_stop,
+            _cluster: cluster,
+        })
+    }
+
+    /// A worker over all demo keys, tuned to show retries within the demo.
+    pub fn worker(&self) -> Worker<ImagesProvider> {
+        let provider = ImagesProvider::new(
+            self.pool.clone(),
+            ImagesClient::new(&self.base_url, Duration::from_secs(30)),
+            OutputStore::new(&self.output_dir),
+            Keyring::new(self.keys.clone(), DEMO_DEFAULT_RPM),
+            ImagesSettings::default(),
+        );
+        let config = WorkerConfig {
+            concurrency: 8,
+            poll_interval: Duration::from_millis(200),
+            backoff: Backoff {
+                base: Duration::from_millis(500),
+                max: Duration::from_secs(5),
+            },
+            ..WorkerConfig::default()
+        };
+        Worker::new(self.pool.clone(), config, provider)
+    }
+
+    pub async fn stop(self) {
+        self.sim_stop.cancel();
+        self.pool.close().await;
+        // The private cluster (if any) is stopped and deleted on drop.
+    }
+}
+
+/// How the demo's jobs got in.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Enqueued {
+    pub http: usize,
+    pub library: usize,
+    pub sql: usize,
+}
+
+impl Enqueued {
+    pub fn total(&self) -> usize {
+        self.http + self.library + self.sql
+    }
+}
+
+const SUBJECTS: &[&str] = &[
+    "a red fox",
+    "a ceramic teapot",
+    "a knight",
+    "a lighthouse",
+    "a koi fish",
+    "a robot",
+    "a cactus",
+    "a treasure chest",
+];
+const STYLES: &[&str] = &[
+    "pixel-art sprite",
+    "studio product shot",
+    "watercolour thumbnail",
+    "isometric game tile",
+];
+
+fn prompt(i: usize) -> String {
+    format!(
+        "{}, {}, #{i}",
+        SUBJECTS[i % SUBJECTS.len()],
+        STYLES[(i / SUBJECTS.len()) % STYLES.len()]
+    )
+}
+
+/// Enqueues `n` jobs: two thirds through the library (the same path as the
+/// HTTP API and CLI), the rest with plain SQL; a few are meant to fail.
+pub(super) async fn enqueue(env: &Environment, n: usize) -> Result<Enqueued> {
+    let mut done = Enqueued::default();
+    let bad = (n / 50).max(1);
+    let sql_count = n / 3;
+    for i in 0..n - sql_count {
+        let prompt = if i < bad {
+            format!("{} FORBIDDEN", prompt(i))
+        } else {
+            prompt(i)
+        };
+        let job = NewJob {
+            params: Some(serde_json::json!({"size": "1024x1024", "quality": "low"})),
+            ..NewJob::new(prompt)
+        };
+        crate::submit::submit(&env.pool, &job).await?;
+        done.library += 1;
+    }
+    // Plain SQL: defaults fill the rest. The first few carry a size the
+    // model does not take: they fail at claim time with a clear message.
+    let prompts: Vec<String> = (n - sql_count..n).map(prompt).collect();
+    let params: Vec<serde_json::Value> = (0..sql_count)
+        .map(|i| {
+            if i < bad {
+                serde_json::json!({"size": "512x512"})
+            } else {
+                serde_json::json!({})
+            }
+        })
+        .collect();
+    let inserted = crate::store::jobs::insert_plain(&env.pool, &prompts, &params).await?;
+    done.sql += inserted as usize;
+    Ok(done)
+}

@@ -1,0 +1,65 @@
+//! `genq demo` end to end with a smaller job count: every job ends, the
+//! deliberately bad ones fail with clear reasons, the bad keys are disabled,
+//! real PNGs are on disk, and no key went over its limit.
+
+mod common;
+
+use common::TestDb;
+use genq::demo::{DemoOptions, run};
+use std::time::Duration;
+
+#[tokio::test]
+async fn the_demo_finishes_with_images_and_a_summary() {
+    let db = TestDb::new().await;
+    let output =
+        std::env::temp_dir().join(format!("genq-demo-test-{}", uuid::Uuid::new_v4().simple()));
+    let summary = run(DemoOptions {
+        database_url: Some(db.url.clone()),
+        jobs: 30,
+        workers: 2,
+        output_dir: output.clone(),
+        progress: false,
+        timeout: Duration::from_secs(120),
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(summary.unfinished, 0);
+    let failed: i64 = summary.failed.iter().map(|(_, n)| n).sum();
+    assert_eq!(summary.succeeded + failed, 30);
+    assert_eq!(
+        failed, 2,
+        "one content-policy job and one bad-size job: {:?}",
+        summary.failed
+    );
+    assert!(
+        summary
+            .failed
+            .iter()
+            .any(|(r, _)| r.contains("content_policy_violation"))
+    );
+    assert!(
+        summary
+            .failed
+            .iter()
+            .any(|(r, _)| r.contains("size \"512x512\" is not supported"))
+    );
+    assert_eq!(summary.png_files as i64, summary.succeeded);
+    assert_eq!(summary.over_limit, 0);
+    let disabled: Vec<&str> = summary
+        .disabled_keys
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(disabled, ["broke", "stranger"]);
+    // The images are real PNGs.
+    let job_dir = std::fs::read_dir(&output)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let png = std::fs::read(job_dir.join("0.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let _ = std::fs::remove_dir_all(output);
+}
