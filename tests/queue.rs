@@ -213,7 +213,7 @@ async fn failed_attempts_back_off_then_fail_with_the_last_error() {
     let worker = tokio::spawn(Worker::new(db.pool.clone(), cfg, AlwaysTransient).run(stop.clone()));
 
     // Watch run_at after each failed attempt: it must move further out each time.
-    let mut delays = Vec::new();
+    let mut run_ats = Vec::new();
     let mut last_attempts = 0;
     let start = Instant::now();
     loop {
@@ -223,7 +223,7 @@ async fn failed_attempts_back_off_then_fail_with_the_last_error() {
         }
         if job.state == genq::job::JobState::Queued && job.attempts > last_attempts {
             last_attempts = job.attempts;
-            delays.push((job.run_at - job.updated_at).to_std().unwrap_or_default());
+            run_ats.push(job.run_at);
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
@@ -247,7 +247,13 @@ async fn failed_attempts_back_off_then_fail_with_the_last_error() {
         vec![1, 2, 3, 4]
     );
     assert!(attempts.iter().all(|a| a.outcome == "retry"));
-    // Equal jitter: attempt k waits between base·2^(k-1)/2 and base·2^(k-1).
+    // Equal jitter: attempt k waits between base·2^(k-1)/2 and base·2^(k-1),
+    // counted from when it ran (the provider answers at once).
+    let delays: Vec<Duration> = run_ats
+        .iter()
+        .zip(&attempts)
+        .map(|(run_at, a)| (*run_at - a.started_at).to_std().unwrap_or_default())
+        .collect();
     assert!(delays.len() >= 2, "saw the delays {delays:?}");
     for (i, d) in delays.iter().enumerate() {
         let cap = base * (1 << i);

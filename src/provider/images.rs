@@ -45,6 +45,9 @@ pub struct ImagesSettings {
     pub rate_limit_backoff: Backoff,
     /// When every key is disabled, look again after this.
     pub disabled_recheck: Duration,
+    /// A key that frees up within this is waited for in the worker; a
+    /// longer wait reschedules the job (no worker sleeps for long).
+    pub inline_wait: Duration,
 }
 
 impl Default for ImagesSettings {
@@ -58,6 +61,7 @@ impl Default for ImagesSettings {
                 max: Duration::from_secs(300),
             },
             disabled_recheck: Duration::from_secs(60),
+            inline_wait: Duration::from_secs(2),
         }
     }
 }
@@ -112,10 +116,13 @@ impl ImagesProvider {
         let mut models = vec![job.model.clone()];
         models.extend(fallback_models(&job.params));
 
-        let mut soonest: Option<DateTime<Utc>> = None;
-        let mut why = Vec::new();
-        for (i, model) in models.iter().enumerate() {
-            match self.keyring.reserve(&self.pool, model, cost).await {
+        // A slot that frees within `inline_wait` is waited for here (the
+        // request then goes out the moment the budget allows); longer waits
+        // become a later run_at, so no worker sleeps for long.
+        let (soonest, why) = loop {
+            let (soonest, why) = match self.find_slot(&models, cost).await {
+                Ok(Found::Slot(model, slot)) => return self.call(job, &model, slot).await,
+                Ok(Found::Wait(soonest, why)) => (soonest, why),
                 Err(err) => {
                     // Fail closed: without the shared budget we cannot know it is safe to send.
                     tracing::warn!(error = %err, "rate-limit state unavailable; nothing sent");
@@ -124,27 +131,12 @@ impl ImagesProvider {
                         format!("rate-limit state unavailable ({err}); nothing was sent"),
                     );
                 }
-                Ok(Ok(slot)) => return self.call(job, model, slot).await,
-                Ok(Err(no)) => {
-                    let at = match &no {
-                        NoSlot::Until(at) => Some(*at),
-                        NoSlot::AllDisabled | NoSlot::NoKeyServes => None,
-                    };
-                    why.push(format!("{model}: {}", describe(&no)));
-                    if let Some(at) = at {
-                        soonest = Some(soonest.map_or(at, |s| s.min(at)));
-                    }
-                    // Wait for the primary if it frees up soon enough.
-                    let primary_soon = i == 0
-                        && at.is_some_and(|at| {
-                            at - Utc::now() <= to_chrono(self.settings.fallback_after)
-                        });
-                    if primary_soon {
-                        break;
-                    }
-                }
+            };
+            match soonest.map(|at| (at - Utc::now()).to_std().unwrap_or_default()) {
+                Some(wait) if wait <= self.settings.inline_wait => tokio::time::sleep(wait).await,
+                _ => break (soonest, why),
             }
-        }
+        };
         let run_at =
             soonest.unwrap_or_else(|| Utc::now() + to_chrono(self.settings.disabled_recheck));
         let wait_ms = (run_at - Utc::now()).num_milliseconds().max(0);
@@ -169,6 +161,38 @@ impl ImagesProvider {
                 true
             }
         }
+    }
+
+    /// Reserves a slot for the job's model, or a fallback model when the
+    /// primary cannot be served within `fallback_after`.
+    async fn find_slot(
+        &self,
+        models: &[String],
+        cost: u32,
+    ) -> Result<Found<'_>, crate::store::StoreError> {
+        let mut soonest: Option<DateTime<Utc>> = None;
+        let mut why = Vec::new();
+        for (i, model) in models.iter().enumerate() {
+            let no = match self.keyring.reserve(&self.pool, model, cost).await? {
+                Ok(slot) => return Ok(Found::Slot(model.clone(), slot)),
+                Err(no) => no,
+            };
+            let at = match &no {
+                NoSlot::Until(at) => Some(*at),
+                NoSlot::AllDisabled | NoSlot::NoKeyServes => None,
+            };
+            why.push(format!("{model}: {}", describe(&no)));
+            if let Some(at) = at {
+                soonest = Some(soonest.map_or(at, |s| s.min(at)));
+            }
+            // Wait for the primary if it frees up soon enough.
+            let primary_soon = i == 0
+                && at.is_some_and(|at| at - Utc::now() <= to_chrono(self.settings.fallback_after));
+            if primary_soon {
+                break;
+            }
+        }
+        Ok(Found::Wait(soonest, why))
     }
 
     async fn call(&self, job: &Job, model: &str, slot: Slot<'_>) -> Execution {
@@ -386,6 +410,14 @@ impl Provider for ImagesProvider {
     async fn execute(&self, job: &Job) -> Execution {
         self.run(job).await
     }
+}
+
+/// What [`ImagesProvider::find_slot`] found.
+enum Found<'a> {
+    /// A slot on this model.
+    Slot(String, Slot<'a>),
+    /// None now: the soonest one frees up (None: no usable key), and why.
+    Wait(Option<DateTime<Utc>>, Vec<String>),
 }
 
 fn reschedule(run_at: DateTime<Utc>, reason: String) -> Execution {

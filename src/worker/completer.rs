@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 
-use crate::store::jobs::{self, Completion};
+use super::wake::NextDue;
+use crate::store::jobs::{self, Completion, Finish};
 
 const MAX_BATCH: usize = 512;
 /// Tries before a batch is abandoned (about a minute and a half of outage).
@@ -20,6 +21,7 @@ pub(super) async fn run(
     worker: String,
     mut done: mpsc::UnboundedReceiver<(Completion, OwnedSemaphorePermit)>,
     slot_freed: Arc<Notify>,
+    next_due: Arc<NextDue>,
 ) -> u64 {
     let mut written = 0u64;
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -36,6 +38,14 @@ pub(super) async fn run(
                         );
                     }
                     written += applied.len() as u64;
+                    // Wake up when the jobs this worker put back become due.
+                    for c in &completions {
+                        if let Finish::Retry { run_at, .. } | Finish::Reschedule { run_at, .. } =
+                            &c.finish
+                        {
+                            next_due.note(*run_at);
+                        }
+                    }
                     break;
                 }
                 Err(err) if attempt >= GIVE_UP_AFTER => {

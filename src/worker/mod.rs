@@ -11,6 +11,7 @@
 
 mod background;
 mod completer;
+mod wake;
 
 use chrono::Utc;
 use futures::FutureExt;
@@ -114,6 +115,7 @@ impl<P: Provider> Worker<P> {
         let cfg = Arc::new(config);
         let wake = Arc::new(Notify::new());
         let slot_freed = Arc::new(Notify::new());
+        let next_due = Arc::new(wake::NextDue::default());
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         // Background tasks outlive the claim loop: heartbeats must keep leases
         // alive until every job is completed or released.
@@ -141,6 +143,7 @@ impl<P: Provider> Worker<P> {
             cfg.id.clone(),
             done_rx,
             slot_freed.clone(),
+            next_due.clone(),
         ));
 
         tracing::info!(worker = %cfg.id, concurrency = cfg.concurrency, queues = ?cfg.queues, "worker started");
@@ -189,7 +192,7 @@ impl<P: Provider> Worker<P> {
                 _ = shutdown.cancelled() => break,
                 _ = wake.notified() => {}
                 _ = slot_freed.notified(), if queue_may_have_more || want == 0 => {}
-                _ = tokio::time::sleep(cfg.poll_interval) => {}
+                _ = tokio::time::sleep_until(next_due.deadline(cfg.poll_interval)) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
