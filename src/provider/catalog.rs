@@ -1,341 +1,189 @@
-//! The image models genq knows and the parameters each accepts: one table,
-//! checked before a job is enqueued (API, CLI) and again when it is claimed
-//! (plain SQL inserts skip the first check), so a bad job fails with a
-//! message that says what to fix instead of a provider 400.
+//! The image models genq knows, and what each accepts.
 //!
-//! Unknown model names pass through (a newer model than this table): only
-//! `n` and the prompt are checked for them.
+//! One table in code, so a bad job is refused when it is submitted, with a
+//! message saying how to fix it, instead of failing later at the provider
+//! after waiting for a rate-limit slot. The table follows async-openai 0.43's
+//! `ImageModel` and `CreateImageRequest` docs. Validation of a job's params
+//! against it is in [`super::params`] (re-exported here).
 
-use serde_json::Value;
+pub use super::params::{ParamError, image_count, validate};
 
-/// A model's accepted parameters.
-#[derive(Debug)]
+/// The model used when a job names none.
+pub const DEFAULT_MODEL: &str = "gpt-image-2";
+
+/// Sizes every GPT image model accepts.
+pub const STANDARD_SIZES: &[&str] = &["1024x1024", "1536x1024", "1024x1536", "auto"];
+
+/// How a model's `size` is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizes {
+    /// Only [`STANDARD_SIZES`].
+    Standard,
+    /// [`STANDARD_SIZES`] or any `WIDTHxHEIGHT` within [`flexible_size_ok`].
+    Flexible,
+}
+
+/// What one model accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelSpec {
+    /// The API name.
     pub name: &'static str,
-    pub sizes: &'static [&'static str],
+    /// Accepted `size` values.
+    pub sizes: Sizes,
+    /// Accepted `quality` values.
     pub qualities: &'static [&'static str],
+    /// Longest prompt, in characters.
     pub max_prompt_chars: usize,
 }
 
-const GPT_IMAGE_SIZES: &[&str] = &["auto", "1024x1024", "1536x1024", "1024x1536"];
-const GPT_IMAGE_QUALITIES: &[&str] = &["auto", "low", "medium", "high"];
+const Q: &[&str] = &["low", "medium", "high", "auto"];
+const Q_2_5: &[&str] = &["low", "medium", "high", "xhigh", "max", "auto"];
 
-/// The known models (async-openai 0.43's `ImageModel`, plus `gpt-image-1`).
+const fn spec(name: &'static str, sizes: Sizes, qualities: &'static [&'static str]) -> ModelSpec {
+    ModelSpec {
+        name,
+        sizes,
+        qualities,
+        max_prompt_chars: 32_000,
+    }
+}
+
+/// The known models, default first.
 pub const MODELS: &[ModelSpec] = &[
-    ModelSpec {
-        name: "gpt-image-2",
-        sizes: GPT_IMAGE_SIZES,
-        qualities: GPT_IMAGE_QUALITIES,
-        max_prompt_chars: 32_000,
-    },
-    ModelSpec {
-        name: "gpt-image-1.5",
-        sizes: GPT_IMAGE_SIZES,
-        qualities: GPT_IMAGE_QUALITIES,
-        max_prompt_chars: 32_000,
-    },
-    ModelSpec {
-        name: "gpt-image-1",
-        sizes: GPT_IMAGE_SIZES,
-        qualities: GPT_IMAGE_QUALITIES,
-        max_prompt_chars: 32_000,
-    },
-    ModelSpec {
-        name: "gpt-image-1-mini",
-        sizes: GPT_IMAGE_SIZES,
-        qualities: GPT_IMAGE_QUALITIES,
-        max_prompt_chars: 32_000,
-    },
+    spec("gpt-image-2", Sizes::Flexible, Q),
+    spec("gpt-image-2-2026-04-21", Sizes::Flexible, Q),
+    spec("gpt-image-2.5-sunburst", Sizes::Flexible, Q_2_5),
+    spec("gpt-image-2.5-sunburst-2026-09-08", Sizes::Flexible, Q_2_5),
+    spec("gpt-image-2.5-flare", Sizes::Flexible, Q_2_5),
+    spec("gpt-image-2.5-flare-2026-09-08", Sizes::Flexible, Q_2_5),
+    spec("gpt-image-1.5", Sizes::Standard, Q),
+    spec("gpt-image-1-mini", Sizes::Standard, Q),
+    spec("chatgpt-image-latest", Sizes::Standard, Q),
 ];
 
-const RETIRED: &[&str] = &["dall-e-2", "dall-e-3"];
-
-/// Parameters every known model takes, besides size and quality.
-const COMMON_PARAMS: &[&str] = &[
-    "size",
-    "quality",
-    "n",
-    "background",
-    "output_format",
-    "output_compression",
-    "moderation",
-    "user",
-    "safety_identifier",
-    // genq's own: models to try when no key can serve this one soon.
-    "fallback_models",
+/// Models the API no longer serves, with what to use instead.
+pub const RETIRED: &[(&str, &str)] = &[
+    (
+        "dall-e-2",
+        "DALL·E models are retired; use gpt-image-2 (the default) instead",
+    ),
+    (
+        "dall-e-3",
+        "DALL·E models are retired; use gpt-image-2 (the default) instead",
+    ),
+    (
+        "gpt-image-1",
+        "gpt-image-1 was shut down on October 23, 2026; use gpt-image-2.5-sunburst or gpt-image-2.5-flare instead",
+    ),
 ];
 
-/// Bad job parameters; the text says what is wrong and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParamError(pub String);
-
-/// The spec of a known model.
-pub fn spec(model: &str) -> Option<&'static ModelSpec> {
-    MODELS.iter().find(|m| m.name == model)
+/// What genq knows about a model name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// In [`MODELS`].
+    Known(&'static ModelSpec),
+    /// In [`RETIRED`]: the advice to show.
+    Retired(&'static str),
+    /// Anything else (a new model, a compatible provider's): passed through.
+    Unknown,
 }
 
-/// Images a job asks for (`n`, default 1): the cost against image limits.
-pub fn image_count(params: &Value) -> u32 {
-    params
-        .get("n")
-        .and_then(Value::as_u64)
-        .map_or(1, |n| n.clamp(1, 10) as u32)
+/// Finds `model` in the catalogue (exact, case-sensitive, as the API is).
+pub fn lookup(model: &str) -> Lookup {
+    if let Some(spec) = MODELS.iter().find(|m| m.name == model) {
+        Lookup::Known(spec)
+    } else if let Some((_, advice)) = RETIRED.iter().find(|(name, _)| *name == model) {
+        Lookup::Retired(advice)
+    } else {
+        Lookup::Unknown
+    }
 }
 
-/// Checks a job's model, prompt and params.
-pub fn validate(model: &str, prompt: &str, params: &Value) -> Result<(), ParamError> {
-    let bad = |msg: String| Err(ParamError(msg));
-    if RETIRED.contains(&model) {
-        return bad(format!(
-            "{model} is retired; use gpt-image-2 (the default), gpt-image-1.5 or gpt-image-1-mini"
-        ));
-    }
-    if prompt.trim().is_empty() {
-        return bad("prompt is empty; give a description of the image to generate".into());
-    }
-    let Some(params) = params.as_object() else {
-        return bad(format!(
-            "params must be a JSON object such as {{\"size\": \"1024x1024\"}}, not {params}"
-        ));
+/// Smallest and largest pixel counts for a flexible size. The documented
+/// maximum is 3840x2160; the minimum is not in async-openai's docs, so this
+/// is the conservative floor commonly reported for gpt-image-2 (1024x640).
+pub const FLEXIBLE_PIXELS: (u64, u64) = (655_360, 3840 * 2160);
+
+/// Longest edge of a flexible size.
+pub const FLEXIBLE_MAX_EDGE: u64 = 3840;
+
+/// Human-readable form of the flexible-size rule, for error messages.
+pub const FLEXIBLE_RULE: &str = "WIDTHxHEIGHT with both multiples of 16, edges up to 3840, \
+     aspect ratio between 1:3 and 3:1 and 655360 to 8294400 pixels";
+
+/// Whether `size` is a `WIDTHxHEIGHT` the flexible models accept: both
+/// multiples of 16, edges ≤ [`FLEXIBLE_MAX_EDGE`], aspect ratio within 1:3 to
+/// 3:1, pixel count within [`FLEXIBLE_PIXELS`].
+pub fn flexible_size_ok(size: &str) -> bool {
+    let Some((w, h)) = size.split_once('x') else {
+        return false;
     };
-    if let Some(n) = params.get("n")
-        && !n.as_u64().is_some_and(|n| (1..=10).contains(&n))
-    {
-        return bad(format!(
-            "n {n} is out of range; use a whole number from 1 to 10"
-        ));
+    let digits = |s: &str| !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(w) || !digits(h) {
+        return false;
     }
-    if let Some(fallbacks) = params.get("fallback_models") {
-        let Some(list) = fallbacks
-            .as_array()
-            .filter(|l| l.iter().all(Value::is_string))
-        else {
-            return bad(format!(
-                "fallback_models must be a list of model names, not {fallbacks}"
-            ));
-        };
-        for name in list.iter().filter_map(Value::as_str) {
-            if name == model || RETIRED.contains(&name) || name.trim().is_empty() {
-                return bad(format!(
-                    "fallback model {name:?} is not usable; name other current models"
-                ));
-            }
-        }
-    }
-    let Some(spec) = spec(model) else {
-        return Ok(());
-    };
-    let chars = prompt.chars().count();
-    if chars > spec.max_prompt_chars {
-        return bad(format!(
-            "prompt is {chars} characters; {model} takes at most {}",
-            spec.max_prompt_chars
-        ));
-    }
-    for key in params.keys() {
-        match key.as_str() {
-            "response_format" => {
-                return bad(format!(
-                    "response_format is not supported by {model}: GPT image models always return base64 images; remove it"
-                ));
-            }
-            "style" => {
-                return bad(format!(
-                    "style is not supported by {model}; describe the style in the prompt instead"
-                ));
-            }
-            k if !COMMON_PARAMS.contains(&k) => {
-                return bad(format!(
-                    "unknown parameter {k:?} for {model}; accepted: {}",
-                    COMMON_PARAMS.join(", ")
-                ));
-            }
-            _ => {}
-        }
-    }
-    one_of(params, "size", spec.sizes, model)?;
-    one_of(params, "quality", spec.qualities, model)?;
-    one_of(
-        params,
-        "background",
-        &["auto", "transparent", "opaque"],
-        model,
-    )?;
-    one_of(params, "output_format", &["png", "jpeg", "webp"], model)?;
-    one_of(params, "moderation", &["auto", "low"], model)?;
-    if let Some(c) = params.get("output_compression") {
-        if c.as_u64().is_none_or(|c| c > 100) {
-            return bad(format!(
-                "output_compression {c} is out of range; use 0 to 100"
-            ));
-        }
-        let format = params
-            .get("output_format")
-            .and_then(Value::as_str)
-            .unwrap_or("png");
-        if format == "png" {
-            return bad(
-                "output_compression applies to jpeg and webp only; set output_format or remove it"
-                    .into(),
-            );
-        }
-    }
-    if params.get("background").and_then(Value::as_str) == Some("transparent")
-        && params.get("output_format").and_then(Value::as_str) == Some("jpeg")
-    {
-        return bad("a transparent background needs output_format png or webp, not jpeg".into());
-    }
-    Ok(())
+    let (w, h): (u64, u64) = (w.parse().unwrap_or(0), h.parse().unwrap_or(0));
+    let (short, long) = (w.min(h), w.max(h));
+    let pixels = w * h;
+    short > 0
+        && w % 16 == 0
+        && h % 16 == 0
+        && long <= FLEXIBLE_MAX_EDGE
+        && long <= 3 * short
+        && (FLEXIBLE_PIXELS.0..=FLEXIBLE_PIXELS.1).contains(&pixels)
 }
 
-fn one_of(
-    params: &serde_json::Map<String, Value>,
-    key: &str,
-    allowed: &[&str],
-    model: &str,
-) -> Result<(), ParamError> {
-    match params.get(key) {
-        None => Ok(()),
-        Some(Value::String(v)) if allowed.contains(&v.as_str()) => Ok(()),
-        Some(v) => Err(ParamError(format!(
-            "{key} {v} is not supported by {model}; use one of {}",
-            allowed.join(", ")
-        ))),
+impl ModelSpec {
+    /// Whether this model accepts `size`.
+    pub fn size_ok(&self, size: &str) -> bool {
+        STANDARD_SIZES.contains(&size) || (self.sizes == Sizes::Flexible && flexible_size_ok(size))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn good_jobs_pass() {
-        let ok = [
-            ("gpt-image-2", json!({})),
-            (
-                "gpt-image-2",
-                json!({"size": "1536x1024", "quality": "high", "n": 4, "background": "transparent", "output_format": "webp", "output_compression": 80, "moderation": "low"}),
-            ),
-            (
-                "gpt-image-1-mini",
-                json!({"size": "auto", "fallback_models": ["gpt-image-1.5"]}),
-            ),
-            ("some-future-model", json!({"anything": true, "n": 2})),
-        ];
-        for (model, params) in ok {
-            assert_eq!(
-                validate(model, "a fox", &params),
-                Ok(()),
-                "{model} {params}"
-            );
-        }
-    }
-
-    #[test]
-    fn bad_jobs_say_what_to_fix() {
-        let cases = [
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"size": "512x512"}),
-                "size \"512x512\" is not supported by gpt-image-2; use one of auto, 1024x1024, 1536x1024, 1024x1536",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"n": 11}),
-                "n 11 is out of range; use a whole number from 1 to 10",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"n": "2"}),
-                "n \"2\" is out of range",
-            ),
-            ("new-model", "fox", json!({"n": 0}), "n 0 is out of range"),
-            ("gpt-image-2", " ", json!({}), "prompt is empty"),
-            (
-                "dall-e-3",
-                "fox",
-                json!({}),
-                "dall-e-3 is retired; use gpt-image-2",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"style": "vivid"}),
-                "style is not supported by gpt-image-2",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"response_format": "url"}),
-                "response_format is not supported",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"colour": "red"}),
-                "unknown parameter \"colour\" for gpt-image-2; accepted: size, quality",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"output_compression": 50}),
-                "output_compression applies to jpeg and webp only",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"output_format": "jpeg", "output_compression": 101}),
-                "output_compression 101 is out of range",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"background": "transparent", "output_format": "jpeg"}),
-                "transparent background needs",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"quality": "hd"}),
-                "quality \"hd\" is not supported by gpt-image-2",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"fallback_models": "gpt-image-1"}),
-                "fallback_models must be a list",
-            ),
-            (
-                "gpt-image-2",
-                "fox",
-                json!({"fallback_models": ["dall-e-2"]}),
-                "fallback model \"dall-e-2\" is not usable",
-            ),
-        ];
-        for (model, prompt, params, want) in cases {
-            let err = validate(model, prompt, &params).unwrap_err();
+    fn lookup_table() {
+        assert_eq!(MODELS[0].name, DEFAULT_MODEL);
+        for name in [
+            "gpt-image-2",
+            "gpt-image-2.5-flare-2026-09-08",
+            "gpt-image-1.5",
+            "gpt-image-1-mini",
+        ] {
             assert!(
-                err.0.contains(want),
-                "{model} {params}: got {err}, want {want}"
+                matches!(lookup(name), Lookup::Known(s) if s.name == name),
+                "{name}"
             );
         }
-        let long = "x".repeat(32_001);
-        assert!(
-            validate("gpt-image-2", &long, &json!({}))
-                .unwrap_err()
-                .0
-                .contains("takes at most 32000")
-        );
+        for name in ["dall-e-2", "dall-e-3", "gpt-image-1"] {
+            assert!(matches!(lookup(name), Lookup::Retired(_)), "{name}");
+        }
+        for name in ["gpt-image-9", "GPT-IMAGE-2", "", "my-local-model"] {
+            assert_eq!(lookup(name), Lookup::Unknown, "{name}");
+        }
     }
 
     #[test]
-    fn image_count_defaults_to_one() {
-        assert_eq!(image_count(&json!({})), 1);
-        assert_eq!(image_count(&json!({"n": 4})), 4);
+    fn sizes_table() {
+        let g2 = &MODELS[0];
+        let g15 = MODELS.iter().find(|m| m.name == "gpt-image-1.5").unwrap();
+        #[rustfmt::skip]
+        let cases = [
+            ("1024x1024", true, true), ("1536x1024", true, true), ("1024x1536", true, true), ("auto", true, true),
+            ("1792x1024", true, false), ("1024x1792", true, false), ("1536x864", true, false),
+            ("3840x2160", true, false), ("2160x3840", true, false), ("1024x640", true, false),
+            ("512x512", false, false), ("256x256", false, false), ("3856x2160", false, false),
+            ("3072x1008", false, false), ("1000x1000", false, false), ("1024x1025", false, false),
+            ("4096x4096", false, false), ("1024X1024", false, false), ("x1024", false, false),
+            ("1024x", false, false), ("0x0", false, false), ("-1024x1024", false, false),
+            ("99999999999x1", false, false), ("AUTO", false, false), ("", false, false),
+        ];
+        for (size, ok2, ok15) in cases {
+            assert_eq!(g2.size_ok(size), ok2, "gpt-image-2 {size}");
+            assert_eq!(g15.size_ok(size), ok15, "gpt-image-1.5 {size}");
+        }
     }
 }

@@ -9,8 +9,10 @@ pub mod classify;
 pub mod headers;
 pub mod images;
 pub mod keyring;
+pub mod known_params;
 pub mod noop;
 pub mod openai;
+pub mod params;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
