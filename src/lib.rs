@@ -9,9 +9,13 @@
 //! - [`sim`]: `genq sim`, the OpenAI-compatible simulated Images API for tests and the demo.
 //! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
 //! - [`submit`]: the library entry point for producers.
+//! - [`api`]: the HTTP API (`genq serve`).
+//! - [`duration`]: `30s`/`15m`/`1h`/`7d` durations for `--since` and `?since=`.
 //! - [`db`], [`telemetry`]: connection pool and logging set-up.
 
+pub mod api;
 pub mod db;
+pub mod duration;
 pub mod embedded_pg;
 pub mod job;
 pub mod provider;
