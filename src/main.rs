@@ -1,6 +1,8 @@
 //! The `genq` command line: parses flags and environment, wires the pieces,
 //! and maps errors to exit codes. The logic lives in the library.
 
+mod cli;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
@@ -29,6 +31,11 @@ enum Command {
     Worker(WorkerArgs),
     /// Enqueue one job and print its id.
     Submit(SubmitArgs),
+    /// Serve the HTTP API (GENQ_LISTEN, GENQ_API_TOKEN) until SIGTERM/SIGINT.
+    Serve(cli::serve::ServeArgs),
+    /// Inspect and steer jobs: list, show, retry, cancel.
+    #[command(subcommand)]
+    Jobs(cli::jobs::JobsCommand),
 }
 
 #[derive(Args, Clone)]
@@ -122,6 +129,8 @@ fn main() -> Result<()> {
             Command::Migrate(db) => migrate(&db).await,
             Command::Worker(args) => worker(args).await,
             Command::Submit(args) => submit(args).await,
+            Command::Serve(args) => cli::serve::run(args, shutdown_on_signal()).await,
+            Command::Jobs(command) => cli::jobs::run(command).await,
         }
     })
 }
