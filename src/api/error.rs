@@ -19,7 +19,9 @@ use crate::store::StoreError;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status}: {message}")]
 pub struct ApiError {
+    /// The HTTP status answered.
     pub status: StatusCode,
+    /// What is wrong and how to fix it (the `error` field).
     pub message: String,
 }
 

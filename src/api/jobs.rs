@@ -51,8 +51,11 @@ pub async fn submit(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only jobs in this state.
     pub state: Option<String>,
+    /// Only jobs created within this duration (`1h`) or since an RFC 3339 time.
     pub since: Option<String>,
+    /// At most this many jobs (1 to [`MAX_LIST_LIMIT`], default [`DEFAULT_LIST_LIMIT`]).
     pub limit: Option<String>,
 }
 

@@ -38,6 +38,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct ApiState {
+    /// The queue's database.
     pub pool: PgPool,
     /// When set, `/v1/*` requests need `Authorization: Bearer <token>`.
     pub token: Option<String>,

@@ -48,7 +48,12 @@ pub enum Change {
     /// No job has that id.
     NotFound,
     /// The job's state does not allow it; `reason` says why and what to do.
-    Refused { state: JobState, reason: String },
+    Refused {
+        /// The state that forbade it.
+        state: JobState,
+        /// Why, and what to do instead.
+        reason: String,
+    },
 }
 
 /// What [`cancel`] did.
@@ -132,10 +137,14 @@ async fn refusal(
 /// One row of the `genq.queue_stats` view.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct QueueStat {
+    /// Queue name.
     pub queue: String,
+    /// Image model.
     pub model: String,
+    /// Job state.
     #[sqlx(try_from = "String")]
     pub state: JobState,
+    /// Jobs in this (queue, model, state).
     pub jobs: i64,
     /// Earliest `run_at` among queued jobs that are due (queued rows only).
     pub oldest_queued_at: Option<DateTime<Utc>>,
