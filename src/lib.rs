@@ -13,12 +13,16 @@
 //! - [`demo`]: `genq demo`, everything end to end on one machine.
 //! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
 //! - [`submit`]: the library entry point for producers.
-//! - [`cli`]: tables and JSON for the command line.
+//! - [`api`]: the HTTP API (`genq serve`, `genq run`).
+//! - [`cli`]: tables for the command line and the demo.
+//! - [`duration`]: `30s`/`15m`/`1h`/`7d` durations for `--since` and `?since=`.
 //! - [`db`], [`telemetry`]: connection pool and logging set-up.
 
+pub mod api;
 pub mod cli;
 pub mod db;
 pub mod demo;
+pub mod duration;
 pub mod embedded_pg;
 pub mod job;
 pub mod keys;

@@ -1,6 +1,8 @@
 //! The `genq` command line: parses flags and environment, wires the pieces,
 //! and maps errors to exit codes. The logic lives in the library.
 
+mod commands;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
@@ -44,6 +46,11 @@ enum Command {
     },
     /// Run the OpenAI-compatible simulated Images API (per-key limits, 429s, faults) on loopback.
     Sim(SimArgs),
+    /// Serve the HTTP API (GENQ_LISTEN, GENQ_API_TOKEN) until SIGTERM/SIGINT.
+    Serve(commands::serve::ServeArgs),
+    /// Inspect and steer jobs: list, show, retry, cancel.
+    #[command(subcommand)]
+    Jobs(commands::jobs::JobsCommand),
 }
 
 #[derive(Args)]
@@ -216,6 +223,8 @@ fn main() -> Result<()> {
             Command::Sim(args) => sim(args).await,
             Command::Demo(args) => demo(args).await,
             Command::Keys { db, action } => keys(&db, action).await,
+            Command::Serve(args) => commands::serve::run(args, shutdown_on_signal()).await,
+            Command::Jobs(command) => commands::jobs::run(command).await,
         }
     })
 }

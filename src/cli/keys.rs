@@ -19,20 +19,17 @@ pub async fn list(pool: &PgPool, json: bool) -> Result<()> {
 
 /// Renders keys as aligned columns.
 pub fn table(rows: &[KeyStatus]) -> String {
-    let mut lines = vec![
-        [
-            "KEY",
-            "STATE",
-            "COOLDOWN",
-            "OK",
-            "429",
-            "ERRORS",
-            "LIMITS",
-            "LAST ERROR / REASON",
-        ]
-        .map(String::from)
-        .to_vec(),
+    let headers = [
+        "KEY",
+        "STATE",
+        "COOLDOWN",
+        "OK",
+        "429",
+        "ERRORS",
+        "LIMITS",
+        "LAST ERROR / REASON",
     ];
+    let mut lines = Vec::with_capacity(rows.len());
     for k in rows {
         lines.push(vec![
             k.id.clone(),
@@ -47,13 +44,16 @@ pub fn table(rows: &[KeyStatus]) -> String {
             } else {
                 k.limits.join(", ")
             },
-            k.disabled_reason
-                .clone()
-                .or_else(|| k.last_error.clone())
-                .unwrap_or_default(),
+            super::table::clip(
+                &k.disabled_reason
+                    .clone()
+                    .or_else(|| k.last_error.clone())
+                    .unwrap_or_default(),
+                100,
+            ),
         ]);
     }
-    super::columns(&lines)
+    super::table::render(&headers, &lines)
 }
 
 /// Applies `action` (enable, disable, reset) to key `id`.

@@ -1,9 +1,11 @@
 //! All SQL lives here. The rest of genq calls named functions, never builds SQL.
 //!
 //! - [`jobs`]: enqueue, claim, heartbeat, complete, reap, release, inspect.
+//! - [`inspect`]: list, cancel, retry, queue statistics (for the CLI and HTTP API).
 //! - [`keys`]: API key health, cooldowns and the shared GCRA buckets.
 //! - [`migrate`]: the embedded migrations.
 
+pub mod inspect;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;

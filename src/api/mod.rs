@@ -1,0 +1,118 @@
+//! The HTTP API (`genq serve`): submit and inspect jobs over JSON.
+//!
+//! Routes (see DESIGN.md): `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`,
+//! `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry` (all behind the
+//! bearer token when one is set) and `GET /healthz` (always open).
+//! Add new authenticated routes in [`authenticated_routes`] and new shared
+//! dependencies as fields of [`ApiState`].
+//!
+//! Every error answer is `{"error": "..."}` ([`error::ApiError`]); bodies are
+//! capped at [`BODY_LIMIT`] and requests at [`REQUEST_TIMEOUT`].
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod jobs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::check_listen;
+pub use error::{ApiError, ApiJson};
+
+/// Largest request body accepted (64 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Longest a request may take before it is answered 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The queue's database.
+    pub pool: PgPool,
+    /// When set, `/v1/*` requests need `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl ApiState {
+    /// State for `pool`; an empty token counts as none.
+    pub fn new(pool: PgPool, token: Option<String>) -> Self {
+        let token = token.filter(|t| !t.trim().is_empty());
+        ApiState { pool, token }
+    }
+}
+
+/// Routes that need the bearer token (when one is set).
+fn authenticated_routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry))
+}
+
+/// The whole API with its limits, auth and error fallbacks.
+pub fn router(state: ApiState) -> Router {
+    let state = Arc::new(state);
+    authenticated_routes()
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .route("/healthz", get(health::healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(timeout))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` is cancelled, then
+/// lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn timeout(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the request took longer than {}s and was abandoned; try again",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {method} {}; the API serves /v1/jobs and /healthz",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not accept {method}", uri.path()),
+    )
+}

@@ -1,0 +1,47 @@
+//! `genq serve`: the HTTP API until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use genq::api::{ApiState, check_listen};
+
+use crate::DbArgs;
+
+/// Flags of `genq serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Address to listen on. Beyond loopback a token is required.
+    #[arg(long, env = "GENQ_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// If set, requests need `Authorization: Bearer <token>` (`/healthz` stays open).
+    #[arg(long, env = "GENQ_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+/// Applies migrations, then serves until `shutdown` is cancelled.
+pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<()> {
+    let token = args.api_token.filter(|t| !t.trim().is_empty());
+    check_listen(args.listen, token.as_deref()).map_err(anyhow::Error::msg)?;
+    let pool = super::connect(&args.db.database_url, 16).await?;
+    genq::store::migrate::run(&pool)
+        .await
+        .context("applying migrations")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {} (GENQ_LISTEN)", args.listen))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        auth = token.is_some(),
+        "HTTP API listening"
+    );
+    genq::api::serve(listener, ApiState::new(pool, token), shutdown)
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("HTTP API stopped");
+    Ok(())
+}

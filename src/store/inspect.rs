@@ -1,0 +1,162 @@
+//! SQL for looking at and steering jobs by hand: list, cancel, retry, and
+//! the queue's shape (the `genq.queue_stats` view).
+//!
+//! Cancel and retry are single guarded `UPDATE`s: the state check and the
+//! change happen in one statement, so they are safe against a worker
+//! claiming or completing the same job at the same moment.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::job::{Job, JobState};
+
+/// Which jobs [`list`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many jobs.
+    pub limit: i64,
+}
+
+/// Jobs matching `filter`, newest first.
+pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Job>, StoreError> {
+    const LIST: &str = "
+        SELECT * FROM genq.jobs
+         WHERE ($1::text IS NULL OR state = $1)
+           AND ($2::timestamptz IS NULL OR created_at >= $2)
+         ORDER BY created_at DESC, id
+         LIMIT $3";
+    Ok(sqlx::query_as(LIST)
+        .bind(filter.state.map(JobState::as_str))
+        .bind(filter.since)
+        .bind(filter.limit)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// What a [`cancel`] or [`retry`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Applied; the job as it is now.
+    Done(Box<Job>),
+    /// No job has that id.
+    NotFound,
+    /// The job's state does not allow it; `reason` says why and what to do.
+    Refused {
+        /// The state that forbade it.
+        state: JobState,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+}
+
+/// What [`cancel`] did.
+pub type CancelOutcome = Change;
+/// What [`retry`] did.
+pub type RetryOutcome = Change;
+
+/// Cancels a queued job. Only queued jobs can be cancelled: a running job
+/// may have a provider call in flight that is billed and finishes anyway,
+/// and the worker would overwrite the cancellation; final jobs are done.
+pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<CancelOutcome, StoreError> {
+    const CANCEL: &str = "
+        UPDATE genq.jobs
+           SET state = 'cancelled', finished_at = now(), updated_at = now()
+         WHERE id = $1 AND state = 'queued'
+        RETURNING *";
+    let done: Option<Job> = sqlx::query_as(CANCEL).bind(id).fetch_optional(pool).await?;
+    if let Some(job) = done {
+        return Ok(Change::Done(Box::new(job)));
+    }
+    refusal(pool, id, |state| match state {
+        JobState::Running => "job is running: its provider call may already be in flight and \
+             would be billed and finish anyway; wait for it to end (retry it afterwards if needed)"
+            .into(),
+        JobState::Succeeded => "job already succeeded; there is nothing to cancel".into(),
+        JobState::Failed => "job already failed; there is nothing to cancel".into(),
+        JobState::Cancelled => "job is already cancelled".into(),
+        JobState::Queued => "job changed state meanwhile; look at it and try again".into(),
+    })
+    .await
+}
+
+/// Puts a failed or cancelled job back in the queue to run now, with a
+/// fresh set of attempts. Its earlier attempts stay in `genq.attempts`.
+pub async fn retry(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, StoreError> {
+    const RETRY: &str = "
+        UPDATE genq.jobs
+           SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
+               started_at = NULL, last_error = NULL, result = NULL, updated_at = now()
+         WHERE id = $1 AND state IN ('failed', 'cancelled')
+        RETURNING *";
+    let done: Option<Job> = sqlx::query_as(RETRY).bind(id).fetch_optional(pool).await?;
+    if let Some(job) = done {
+        return Ok(Change::Done(Box::new(job)));
+    }
+    refusal(pool, id, |state| match state {
+        JobState::Queued => {
+            "job is already queued; it will run when a worker and a key are free".into()
+        }
+        JobState::Running => "job is running now; retry it only if it fails".into(),
+        JobState::Succeeded => "job already succeeded; submit a new job to generate again".into(),
+        JobState::Failed | JobState::Cancelled => {
+            "job changed state meanwhile; look at it and try again".into()
+        }
+    })
+    .await
+}
+
+/// After a guarded update matched nothing: not found, or refused with `reason(state)`.
+async fn refusal(
+    pool: &PgPool,
+    id: Uuid,
+    reason: impl FnOnce(JobState) -> String,
+) -> Result<Change, StoreError> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM genq.jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let Some(state) = state else {
+        return Ok(Change::NotFound);
+    };
+    let state: JobState = state
+        .parse()
+        .map_err(|e: crate::job::InvalidJob| StoreError::Invalid(e.0))?;
+    Ok(Change::Refused {
+        state,
+        reason: reason(state),
+    })
+}
+
+/// One row of the `genq.queue_stats` view.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct QueueStat {
+    /// Queue name.
+    pub queue: String,
+    /// Image model.
+    pub model: String,
+    /// Job state.
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
+    /// Jobs in this (queue, model, state).
+    pub jobs: i64,
+    /// Earliest `run_at` among queued jobs that are due (queued rows only).
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// Seconds the oldest due queued job has waited (queued rows only).
+    pub oldest_queued_age_s: Option<f64>,
+}
+
+/// The queue's shape: jobs per (queue, model, state), ordered by those.
+pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStat>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM genq.queue_stats ORDER BY queue, model, state")
+            .fetch_all(pool)
+            .await?,
+    )
+}
