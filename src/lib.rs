@@ -9,6 +9,7 @@
 //! - [`limiter`]: rates learned at run time (AIMD, provider headers); the buckets live in [`store::keys`].
 //! - [`keys`], [`secret`]: API keys from the environment and keys file; secrets that never print.
 //! - [`sim`]: `genq sim`, the OpenAI-compatible simulated Images API for tests and the demo.
+//! - [`metrics`]: Prometheus counters, histograms and database gauges.
 //! - [`output`]: generated images written under `GENQ_OUTPUT_DIR/<job id>/`.
 //! - [`demo`]: `genq demo`, everything end to end on one machine.
 //! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
@@ -27,6 +28,7 @@ pub mod embedded_pg;
 pub mod job;
 pub mod keys;
 pub mod limiter;
+pub mod metrics;
 pub mod output;
 pub mod provider;
 pub mod retry;

@@ -12,7 +12,7 @@ use super::error::ApiError;
 
 /// 200 `{"status": "ok"}` when `SELECT 1` answers, else 503.
 pub async fn healthz(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
+    match crate::store::ping(&state.pool).await {
         Ok(_) => Ok(Json(json!({ "status": "ok" }))),
         Err(err) => {
             tracing::warn!(error = %err, "health check: database unreachable");

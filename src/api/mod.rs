@@ -1,8 +1,9 @@
 //! The HTTP API (`genq serve`): submit and inspect jobs over JSON.
 //!
 //! Routes (see DESIGN.md): `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`,
-//! `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry` (all behind the
-//! bearer token when one is set) and `GET /healthz` (always open).
+//! `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`, `GET /v1/keys` (all
+//! behind the bearer token when one is set) and `GET /healthz`, `GET /metrics`,
+//! `GET /openapi.json` (always open).
 //! Add new authenticated routes in [`authenticated_routes`] and new shared
 //! dependencies as fields of [`ApiState`].
 //!
@@ -13,6 +14,9 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod keys;
+pub mod metrics;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +63,7 @@ fn authenticated_routes() -> Router<Arc<ApiState>> {
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/keys", get(keys::list))
 }
 
 /// The whole API with its limits, auth and error fallbacks.
@@ -70,6 +75,8 @@ pub fn router(state: ApiState) -> Router {
             auth::require_token,
         ))
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -105,7 +112,7 @@ async fn timeout(request: Request, next: Next) -> Response {
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!(
-        "no route for {method} {}; the API serves /v1/jobs and /healthz",
+        "no route for {method} {}; the API serves /v1/jobs, /v1/keys, /healthz, /metrics and /openapi.json",
         uri.path()
     ))
 }

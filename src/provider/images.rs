@@ -141,6 +141,7 @@ impl ImagesProvider {
             soonest.unwrap_or_else(|| Utc::now() + to_chrono(self.settings.disabled_recheck));
         let wait_ms = (run_at - Utc::now()).num_milliseconds().max(0);
         let reason = why.join("; ");
+        crate::metrics::waiting_for_capacity(&job.model);
         if self.should_report_waiting(&job.model) {
             tracing::info!(event = "all_keys_cooling", job_id = %job.id, model = %job.model, wait_ms, reason = %reason, "no key can take jobs now; they wait (no attempt spent)");
         } else {
@@ -215,13 +216,16 @@ impl ImagesProvider {
         };
         let status = response.status;
         let record =
-            |outcome: &'static str, error: Option<String>, retry_after: Option<Duration>| Call {
-                outcome,
-                key_id: Some(key_id.clone()),
-                http_status: status,
-                error,
-                retry_after,
-                started_at,
+            |outcome: &'static str, error: Option<String>, retry_after: Option<Duration>| {
+                crate::metrics::provider_request(&key_id, model, outcome);
+                Call {
+                    outcome,
+                    key_id: Some(key_id.clone()),
+                    http_status: status,
+                    error,
+                    retry_after,
+                    started_at,
+                }
             };
         match verdict {
             Verdict::Success => {

@@ -10,6 +10,12 @@ pub mod jobs;
 pub mod keys;
 pub mod migrate;
 
+/// Answers if the database does (`SELECT 1`).
+pub async fn ping(pool: &sqlx::PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
 /// A database failure. Callers branch on whether a retry may help.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -257,6 +257,9 @@ async fn execute<P: Provider>(
 }
 
 async fn run_one<P: Provider>(provider: &P, job: &Job, backoff: Backoff) -> Completion {
+    if let Some(claimed) = job.started_at {
+        crate::metrics::job_claimed((claimed - job.run_at).as_seconds_f64());
+    }
     let execution = if let Some(expired) = job.expires_at.filter(|at| *at <= Utc::now()) {
         Execution::without_call(Outcome::Failed {
             error: format!("expired at {expired} before it could run"),
@@ -271,6 +274,13 @@ async fn run_one<P: Provider>(provider: &P, job: &Job, backoff: Backoff) -> Comp
     };
     let completion = completion_for(job, execution, backoff);
     tracing::debug!(finish = ?completion.finish, "job executed");
+    let since_created = || Some((Utc::now() - job.created_at).as_seconds_f64());
+    match &completion.finish {
+        Finish::Succeeded { .. } => crate::metrics::job_finished("succeeded", since_created()),
+        Finish::Failed { .. } => crate::metrics::job_finished("failed", since_created()),
+        Finish::Retry { .. } => crate::metrics::job_finished("retry", None),
+        Finish::Reschedule { .. } => crate::metrics::job_finished("rescheduled", None),
+    }
     completion
 }
 
