@@ -46,6 +46,8 @@ enum Command {
     },
     /// Run the OpenAI-compatible simulated Images API (per-key limits, 429s, faults) on loopback.
     Sim(SimArgs),
+    /// The HTTP API and a worker in one process.
+    Run(RunArgs),
     /// Serve the HTTP API (GENQ_LISTEN, GENQ_API_TOKEN) until SIGTERM/SIGINT.
     Serve(commands::serve::ServeArgs),
     /// Inspect and steer jobs: list, show, retry, cancel.
@@ -156,6 +158,9 @@ struct WorkerArgs {
     provider: ProviderKind,
     #[command(flatten)]
     openai: OpenAiArgs,
+    /// Serve this worker's /metrics on this address (workers without `serve`).
+    #[arg(long, env = "GENQ_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Lease length in seconds; a job whose worker stops renewing it runs again after this.
     #[arg(long, env = "GENQ_LEASE_SECS", default_value_t = 60.0)]
     lease_secs: f64,
@@ -174,6 +179,18 @@ struct WorkerArgs {
     /// Longest retry delay in seconds.
     #[arg(long, env = "GENQ_RETRY_MAX_SECS", default_value_t = 600)]
     retry_max_secs: u64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    worker: WorkerArgs,
+    /// HTTP address. Beyond loopback a token is required.
+    #[arg(long, env = "GENQ_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// If set, requests need `Authorization: Bearer <token>`.
+    #[arg(long, env = "GENQ_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -219,6 +236,7 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Migrate(db) => migrate(&db).await,
             Command::Worker(args) => worker(args).await,
+            Command::Run(args) => run(args).await,
             Command::Submit(args) => submit(args).await,
             Command::Sim(args) => sim(args).await,
             Command::Demo(args) => demo(args).await,
@@ -241,15 +259,77 @@ async fn migrate(db: &DbArgs) -> Result<()> {
 }
 
 async fn worker(args: WorkerArgs) -> Result<()> {
+    let pool = worker_pool(&args).await?;
+    let shutdown = shutdown_on_signal();
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, pool.clone(), shutdown.clone()).await?),
+        None => None,
+    };
+    run_worker(pool, args, shutdown).await?;
+    if let Some(server) = metrics {
+        let _ = server.await;
+    }
+    Ok(())
+}
+
+/// `genq run`: the HTTP API and a worker in one process, one shutdown.
+async fn run(args: RunArgs) -> Result<()> {
+    let token = args.api_token.filter(|t| !t.trim().is_empty());
+    genq::api::check_listen(args.listen, token.as_deref()).map_err(anyhow::Error::msg)?;
+    let pool = worker_pool(&args.worker).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {} (GENQ_LISTEN)", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, auth = token.is_some(), "HTTP API listening");
+    let shutdown = shutdown_on_signal();
+    let api = tokio::spawn(genq::api::serve(
+        listener,
+        genq::api::ApiState::new(pool.clone(), token),
+        shutdown.clone(),
+    ));
+    let worked = run_worker(pool, args.worker, shutdown.clone()).await;
+    shutdown.cancel();
+    api.await?.context("serving HTTP")?;
+    worked
+}
+
+async fn worker_pool(args: &WorkerArgs) -> Result<sqlx::PgPool> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
-    let pool = genq::db::connect(&args.db.database_url, args.concurrency.min(64) as u32 + 4)
+    genq::metrics::install();
+    let pool = genq::db::connect(&args.db.database_url, args.concurrency.min(64) as u32 + 6)
         .await
         .context("connecting to DATABASE_URL")?;
     genq::store::migrate::run(&pool)
         .await
         .context("applying migrations")?;
+    Ok(pool)
+}
+
+/// A worker's own `/metrics` (and `/healthz`), for replicas that run without `serve`.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    pool: sqlx::PgPool,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} (GENQ_METRICS_LISTEN)"))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    let app = genq::api::metrics_router(genq::api::ApiState::new(pool, None));
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }))
+}
+
+async fn run_worker(
+    pool: sqlx::PgPool,
+    args: WorkerArgs,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let config = WorkerConfig {
         queues: args.queues,
         concurrency: args.concurrency,
@@ -263,7 +343,6 @@ async fn worker(args: WorkerArgs) -> Result<()> {
         },
         ..WorkerConfig::default()
     };
-    let shutdown = shutdown_on_signal();
     let report = match args.provider {
         ProviderKind::Noop => Worker::new(pool, config, NoopProvider).run(shutdown).await,
         ProviderKind::Openai => {

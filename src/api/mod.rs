@@ -84,6 +84,15 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Only `/metrics` and `/healthz`: what a worker without the API exposes.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(not_found)
+        .with_state(Arc::new(state))
+}
+
 /// Serves `router(state)` on `listener` until `shutdown` is cancelled, then
 /// lets in-flight requests finish.
 pub async fn serve(
