@@ -77,14 +77,14 @@ pub(super) fn check_known(
             why,
         });
     }
-    if let Some(v) = get("size") {
-        if !v.as_str().is_some_and(|s| spec.size_ok(s)) {
-            let mut expected = format!("one of {}", STANDARD_SIZES.join(", "));
-            if spec.sizes == Sizes::Flexible {
-                expected = format!("{expected}, or {FLEXIBLE_RULE}");
-            }
-            return Err(invalid("size", v, model, expected));
+    if let Some(v) = get("size")
+        && !v.as_str().is_some_and(|s| spec.size_ok(s))
+    {
+        let mut expected = format!("one of {}", STANDARD_SIZES.join(", "));
+        if spec.sizes == Sizes::Flexible {
+            expected = format!("{expected}, or {FLEXIBLE_RULE}");
         }
+        return Err(invalid("size", v, model, expected));
     }
     if let Some(v) = get("quality") {
         one_of("quality", v, spec.qualities, model)?;

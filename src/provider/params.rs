@@ -157,10 +157,10 @@ fn check(model: &str, prompt: &str, params: &Value) -> Result<(), ParamError> {
         return Err(ParamError::EmptyPrompt);
     }
     let params = object(params)?;
-    if let Some(n) = params.get("n").filter(|v| !v.is_null()) {
-        if !n.as_u64().is_some_and(|n| (1..=10).contains(&n)) {
-            return Err(invalid("n", n, model, "an integer from 1 to 10"));
-        }
+    if let Some(n) = params.get("n").filter(|v| !v.is_null())
+        && !n.as_u64().is_some_and(|n| (1..=10).contains(&n))
+    {
+        return Err(invalid("n", n, model, "an integer from 1 to 10"));
     }
     match spec {
         Some(spec) => check_known(spec, prompt, &params),
