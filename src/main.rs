@@ -179,6 +179,12 @@ struct WorkerArgs {
     /// Longest retry delay in seconds.
     #[arg(long, env = "GENQ_RETRY_MAX_SECS", default_value_t = 600)]
     retry_max_secs: u64,
+    /// Keep succeeded jobs this long (30s, 15m, 12h, 7d; 0 keeps them forever).
+    #[arg(long, env = "GENQ_RETAIN_SUCCEEDED", default_value = "7d", value_parser = parse_retention)]
+    retain_succeeded: Duration,
+    /// Keep failed and cancelled jobs this long (0 keeps them forever).
+    #[arg(long, env = "GENQ_RETAIN_FAILED", default_value = "30d", value_parser = parse_retention)]
+    retain_failed: Duration,
 }
 
 #[derive(Args)]
@@ -341,6 +347,7 @@ async fn run_worker(
             base: Duration::from_millis(args.retry_base_ms),
             max: Duration::from_secs(args.retry_max_secs),
         },
+        retention: retention(args.retain_succeeded, args.retain_failed),
         ..WorkerConfig::default()
     };
     let report = match args.provider {
@@ -359,6 +366,24 @@ async fn run_worker(
         report.claimed, report.completed, report.released
     );
     Ok(())
+}
+
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    genq::duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Retention from the two ages; zero means keep forever.
+fn retention(succeeded: Duration, failed: Duration) -> Option<genq::worker::Retention> {
+    let forever = Duration::from_secs(100 * 365 * 24 * 3600);
+    let age = |d: Duration| if d.is_zero() { forever } else { d };
+    (!succeeded.is_zero() || !failed.is_zero()).then(|| genq::worker::Retention {
+        succeeded: age(succeeded),
+        failed: age(failed),
+        ..genq::worker::Retention::default()
+    })
 }
 
 /// The real provider from the environment's keys and settings.

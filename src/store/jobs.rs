@@ -394,3 +394,42 @@ pub async fn failure_reasons(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreE
     .fetch_all(pool)
     .await?)
 }
+
+/// Deletes up to `batch` finished jobs (and, by cascade, their attempts):
+/// succeeded ones older than `succeeded_age`, failed and cancelled ones older
+/// than `other_age`. Only one caller prunes at a time (a transaction-scoped
+/// advisory lock); the others return `None` at once. Never touches a queued
+/// or running job.
+pub async fn prune(
+    pool: &PgPool,
+    succeeded_age: Duration,
+    other_age: Duration,
+    batch: i64,
+) -> Result<Option<u64>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let elected: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('genq.prune'))")
+            .fetch_one(&mut *tx)
+            .await?;
+    if !elected {
+        return Ok(None);
+    }
+    let done = sqlx::query(
+        "WITH doomed AS (
+            SELECT id FROM genq.jobs
+             WHERE finished_at IS NOT NULL
+               AND ((state = 'succeeded' AND finished_at < now() - make_interval(secs => $1))
+                 OR (state IN ('failed', 'cancelled') AND finished_at < now() - make_interval(secs => $2)))
+             ORDER BY finished_at
+             LIMIT $3
+               FOR UPDATE SKIP LOCKED)
+         DELETE FROM genq.jobs j USING doomed d WHERE j.id = d.id",
+    )
+    .bind(succeeded_age.as_secs_f64())
+    .bind(other_age.as_secs_f64())
+    .bind(batch)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(done.rows_affected()))
+}

@@ -1,5 +1,5 @@
 //! The worker's background duties: LISTEN for new jobs, heartbeat leases,
-//! reap jobs whose worker died. Each runs until its token is cancelled and
+//! reap jobs whose worker died, prune old finished jobs. Each runs until its token is cancelled and
 //! survives database outages by retrying.
 
 use sqlx::PgPool;
@@ -85,6 +85,34 @@ pub(super) async fn reap(pool: PgPool, cfg: Arc<WorkerConfig>, stop: Cancellatio
                 "reaped jobs whose worker stopped renewing its lease"
             ),
             Err(err) => tracing::warn!(error = %err, "reaping failed"),
+        }
+    }
+}
+
+/// Deletes finished jobs past their retention, in small batches so no lock
+/// is held for long. Every worker runs this; an advisory lock lets one prune
+/// at a time.
+pub(super) async fn prune(pool: PgPool, retention: super::Retention, stop: CancellationToken) {
+    const BATCH: i64 = 1000;
+    while !sleep_or_stop(&stop, retention.every).await {
+        let mut pruned = 0;
+        loop {
+            match jobs::prune(&pool, retention.succeeded, retention.failed, BATCH).await {
+                Ok(Some(n)) => {
+                    pruned += n;
+                    if (n as i64) < BATCH || stop.is_cancelled() {
+                        break;
+                    }
+                }
+                Ok(None) => break, // another worker is pruning
+                Err(err) => {
+                    tracing::warn!(error = %err, "pruning failed");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(jobs = pruned, "pruned finished jobs past their retention");
         }
     }
 }

@@ -5,7 +5,8 @@
 //! - It wakes on LISTEN/NOTIFY, on a freed slot, or on a poll tick (for missed
 //!   notifications and future `run_at`s).
 //! - [`background`] keeps leases alive, reaps jobs of dead workers, and
-//!   listens for notifications; [`completer`] writes outcomes in batches.
+//!   listens for notifications, prunes old finished jobs; [`completer`]
+//!   writes outcomes in batches.
 //! - Shutdown (the token): stop claiming, let in-flight jobs finish within the
 //!   grace period, release the rest back to `queued`, return.
 
@@ -50,6 +51,28 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Delays between real failures.
     pub backoff: Backoff,
+    /// How long finished jobs are kept; None keeps them forever.
+    pub retention: Option<Retention>,
+}
+
+/// How long finished jobs (and their attempts) are kept before pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub succeeded: Duration,
+    /// Failed and cancelled jobs: kept longer, to see what went wrong.
+    pub failed: Duration,
+    /// How often to prune.
+    pub every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            succeeded: Duration::from_secs(7 * 24 * 3600),
+            failed: Duration::from_secs(30 * 24 * 3600),
+            every: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +87,7 @@ impl Default for WorkerConfig {
             reap_interval: Duration::from_secs(5),
             grace: Duration::from_secs(30),
             backoff: Backoff::DEFAULT,
+            retention: Some(Retention::default()),
         }
     }
 }
@@ -137,6 +161,13 @@ impl<P: Provider> Worker<P> {
             cfg.clone(),
             background_stop.clone(),
         ));
+        if let Some(retention) = cfg.retention {
+            background.spawn(background::prune(
+                pool.clone(),
+                retention,
+                background_stop.clone(),
+            ));
+        }
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let completer = tokio::spawn(completer::run(
             pool.clone(),
