@@ -9,31 +9,13 @@
 //!   announces `x-ratelimit-limit-requests`, so genq learns from headers and 429s.
 //! - aimd: as learned, but the sim sends no rate-limit headers: 429s only.
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
-use genq::embedded_pg::EmbeddedPg;
 use genq::sim::{Sim, SimConfig, SimKey};
+use support::{Scratch, WorkerProcess, arg};
 use tokio_util::sync::CancellationToken;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::args()
-        .filter_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_string))
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let jobs: i64 = arg("jobs", 600);
@@ -42,23 +24,9 @@ fn main() {
     let processes: usize = arg("processes", 2);
     let mode: String = arg("mode", "configured".to_string());
     let limit = Duration::from_secs(arg("max_secs", 300));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_cluster, server) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let pg = EmbeddedPg::start().expect("starting a private PostgreSQL");
-            let url = pg.url();
-            (Some(pg), url)
-        }
-    };
-    rt.block_on(async {
-        let admin = genq::db::connect(&server, 1).await.unwrap();
-        let name = format!("genq_goodput_{}", std::process::id());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
-        let db_url = server.rsplit_once('/').map(|(base, _)| format!("{base}/{name}")).unwrap();
-        let pool = genq::db::connect(&db_url, 4).await.unwrap();
-        genq::store::migrate::run(&pool).await.unwrap();
-
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = Scratch::new("goodput").await;
+        let pool = db.pool.clone();
         let secrets: Vec<String> = (0..keys).map(|i| format!("sk-goodput-{i}")).collect();
         // The sim tolerates a burst of 2 so network jitter between genq's
         // reservation and the sim's arrival clock is not counted as abuse.
@@ -91,26 +59,14 @@ fn main() {
             .await
             .unwrap();
         let start = Instant::now();
-        let workers: Vec<Proc> = (0..processes)
-            .map(|_| {
-                Proc(
-                    Command::new(env!("CARGO_BIN_EXE_genq"))
-                        .args(["worker", "--concurrency", "8"])
-                        .env("DATABASE_URL", &db_url)
-                        .env("OPENAI_BASE_URL", &base_url)
-                        .env("GENQ_KEYS_FILE", dir.join("keys.toml"))
-                        .env("GENQ_OUTPUT_DIR", dir.join("out"))
-                        .env("GENQ_DEFAULT_RPM", (rpm * 10).to_string())
-                        .env_remove("OPENAI_API_KEYS")
-                        .env_remove("OPENAI_API_KEY")
-                        .env("RUST_LOG", "warn")
-                        .stdin(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .unwrap(),
-                )
-            })
-            .collect();
+        let env = [
+            ("OPENAI_BASE_URL", base_url.clone()),
+            ("GENQ_KEYS_FILE", dir.join("keys.toml").display().to_string()),
+            ("GENQ_OUTPUT_DIR", dir.join("out").display().to_string()),
+            ("GENQ_DEFAULT_RPM", (rpm * 10).to_string()),
+        ];
+        let workers: Vec<WorkerProcess> =
+            (0..processes).map(|_| WorkerProcess::start(&db.url, &["--concurrency", "8"], &env)).collect();
         let mut done = 0i64;
         while done < jobs && start.elapsed() < limit {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -141,8 +97,7 @@ fn main() {
             stats.total.rate_limited,
             stats.limit_exceeded,
         );
-        pool.close().await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&admin).await;
+        db.finish().await;
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

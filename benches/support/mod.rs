@@ -1,0 +1,127 @@
+//! What every benchmark needs: a scratch database (on `DATABASE_URL`'s
+//! server, else a private cluster), `genq worker` processes, and waiting for
+//! jobs to finish.
+#![allow(dead_code)]
+
+use sqlx::PgPool;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use genq::embedded_pg::EmbeddedPg;
+
+/// A migrated database of its own, dropped at the end.
+pub struct Scratch {
+    pub pool: PgPool,
+    pub url: String,
+    admin: PgPool,
+    name: String,
+    _cluster: Option<EmbeddedPg>,
+}
+
+impl Scratch {
+    pub async fn new(tag: &str) -> Scratch {
+        let (cluster, server) = match std::env::var("DATABASE_URL") {
+            Ok(url) => (None, url),
+            Err(_) => {
+                let pg = EmbeddedPg::start().expect("starting a private PostgreSQL");
+                let url = pg.url();
+                (Some(pg), url)
+            }
+        };
+        let admin = genq::db::connect(&server, 1).await.unwrap();
+        let name = format!("genq_{tag}_{}", std::process::id());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let url = server
+            .rsplit_once('/')
+            .map(|(base, _)| format!("{base}/{name}"))
+            .unwrap();
+        let pool = genq::db::connect(&url, 4).await.unwrap();
+        genq::store::migrate::run(&pool).await.unwrap();
+        Scratch {
+            pool,
+            url,
+            admin,
+            name,
+            _cluster: cluster,
+        }
+    }
+
+    /// Drops the database.
+    pub async fn finish(self) {
+        self.pool.close().await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await;
+    }
+
+    /// Jobs in `state`.
+    pub async fn count(&self, state: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM genq.jobs WHERE state = $1")
+            .bind(state)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `n` jobs have succeeded, polling every `every`.
+    pub async fn wait_succeeded(&self, n: i64, every: Duration) {
+        while self.count("succeeded").await < n {
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+/// A `genq worker` process; SIGTERM and wait on drop.
+pub struct WorkerProcess(pub Child);
+
+impl WorkerProcess {
+    /// Starts `genq worker` with `args` and extra environment against `url`.
+    pub fn start(url: &str, args: &[&str], env: &[(&str, String)]) -> WorkerProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_genq"));
+        cmd.arg("worker")
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("RUST_LOG", "warn")
+            .env_remove("OPENAI_API_KEYS")
+            .env_remove("OPENAI_API_KEY")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        WorkerProcess(cmd.spawn().expect("starting genq worker"))
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `name=value` from the benchmark's arguments, else `default`.
+pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::args()
+        .filter_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_string))
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
