@@ -254,12 +254,7 @@ fn main() -> Result<()> {
 }
 
 async fn migrate(db: &DbArgs) -> Result<()> {
-    let pool = genq::db::connect(&db.database_url, 2)
-        .await
-        .context("connecting to DATABASE_URL")?;
-    genq::store::migrate::run(&pool)
-        .await
-        .context("applying migrations")?;
+    commands::connect_migrated(&db.database_url, 2).await?;
     eprintln!("migrations applied");
     Ok(())
 }
@@ -304,13 +299,7 @@ async fn worker_pool(args: &WorkerArgs) -> Result<sqlx::PgPool> {
         bail!("--concurrency must be at least 1");
     }
     genq::metrics::install();
-    let pool = genq::db::connect(&args.db.database_url, args.concurrency.min(64) as u32 + 6)
-        .await
-        .context("connecting to DATABASE_URL")?;
-    genq::store::migrate::run(&pool)
-        .await
-        .context("applying migrations")?;
-    Ok(pool)
+    commands::connect_migrated(&args.db.database_url, args.concurrency.min(64) as u32 + 6).await
 }
 
 /// A worker's own `/metrics` (and `/healthz`), for replicas that run without `serve`.
@@ -466,12 +455,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
 }
 
 async fn keys(db: &DbArgs, action: KeysAction) -> Result<()> {
-    let pool = genq::db::connect(&db.database_url, 2)
-        .await
-        .context("connecting to DATABASE_URL")?;
-    genq::store::migrate::run(&pool)
-        .await
-        .context("applying migrations")?;
+    let pool = commands::connect_migrated(&db.database_url, 2).await?;
     match action {
         KeysAction::List { json } => genq::cli::keys::list(&pool, json).await,
         KeysAction::Enable { id } => genq::cli::keys::change(&pool, "enable", &id, None).await,

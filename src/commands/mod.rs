@@ -12,3 +12,12 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool> {
         .await
         .context("connecting to DATABASE_URL")
 }
+
+/// [`connect`], then bring the schema up to date (idempotent).
+pub async fn connect_migrated(url: &str, max: u32) -> Result<PgPool> {
+    let pool = connect(url, max).await?;
+    genq::store::migrate::run(&pool)
+        .await
+        .context("applying migrations")?;
+    Ok(pool)
+}

@@ -28,10 +28,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<()> {
     let token = args.api_token.filter(|t| !t.trim().is_empty());
     check_listen(args.listen, token.as_deref()).map_err(anyhow::Error::msg)?;
     genq::metrics::install();
-    let pool = super::connect(&args.db.database_url, 16).await?;
-    genq::store::migrate::run(&pool)
-        .await
-        .context("applying migrations")?;
+    let pool = super::connect_migrated(&args.db.database_url, 16).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {} (GENQ_LISTEN)", args.listen))?;
