@@ -51,6 +51,11 @@ impl Rig {
     }
 
     pub fn provider(&self, keys: Vec<ApiKey>) -> ImagesProvider {
+        self.provider_with_timeout(keys, Duration::from_secs(10))
+    }
+
+    /// A provider whose calls time out after `timeout`.
+    pub fn provider_with_timeout(&self, keys: Vec<ApiKey>, timeout: Duration) -> ImagesProvider {
         let settings = ImagesSettings {
             rate_limit_backoff: genq::retry::Backoff {
                 base: Duration::from_millis(200),
@@ -60,7 +65,7 @@ impl Rig {
         };
         ImagesProvider::new(
             self.db.pool.clone(),
-            ImagesClient::new(&self.base_url, Duration::from_secs(10)),
+            ImagesClient::new(&self.base_url, timeout),
             OutputStore::new(&self.output),
             Keyring::new(keys, 60.0),
             settings,
@@ -73,13 +78,21 @@ impl Rig {
         keys: Vec<ApiKey>,
         concurrency: usize,
     ) -> (JoinHandle<WorkerReport>, CancellationToken) {
-        let provider = self.provider(keys);
+        self.worker_with(self.provider(keys), concurrency).await
+    }
+
+    /// Starts a worker over `provider`; cancel the token to stop it.
+    pub async fn worker_with(
+        &self,
+        provider: ImagesProvider,
+        concurrency: usize,
+    ) -> (JoinHandle<WorkerReport>, CancellationToken) {
         provider.register_keys().await.unwrap();
         let config = WorkerConfig {
             concurrency,
             poll_interval: Duration::from_millis(50),
             reap_interval: Duration::from_millis(500),
-            grace: Duration::from_secs(5),
+            grace: Duration::from_secs(2),
             backoff: genq::retry::Backoff {
                 base: Duration::from_millis(100),
                 max: Duration::from_secs(2),
