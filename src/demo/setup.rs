@@ -29,7 +29,10 @@ pub(super) struct Environment {
     pub keys: Vec<ApiKey>,
     pub output_dir: PathBuf,
     pub sim: Sim,
-    sim_stop: CancellationToken,
+    /// The HTTP API, e.g. `http://127.0.0.1:PORT`.
+    pub api_url: String,
+    /// Stops the simulated provider and the API.
+    stop: CancellationToken,
     _cluster: Option<EmbeddedPg>,
 }
 
@@ -109,8 +112,15 @@ impl Environment {
         let sim = Sim::new(sim_config());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}/v1", listener.local_addr()?);
-        let sim_stop = CancellationToken::new();
-        tokio::spawn(sim.clone().serve(listener, sim_stop.clone()));
+        let stop = CancellationToken::new();
+        tokio::spawn(sim.clone().serve(listener, stop.clone()));
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api_url = format!("http://{}", api.local_addr()?);
+        tokio::spawn(crate::api::serve(
+            api,
+            crate::api::ApiState::new(pool.clone(), None),
+            stop.clone(),
+        ));
         let keys = keys::parse_keys_file(KEYS_FILE, |_| None)?;
         Ok(Environment {
             pool,
@@ -119,7 +129,8 @@ impl Environment {
             keys,
             output_dir: options.output_dir.clone(),
             sim,
-            sim_stop,
+            api_url,
+            stop,
             _cluster: cluster,
         })
     }
@@ -146,7 +157,7 @@ impl Environment {
     }
 
     pub async fn stop(self) {
-        self.sim_stop.cancel();
+        self.stop.cancel();
         self.pool.close().await;
         // The private cluster (if any) is stopped and deleted on drop.
     }
@@ -191,12 +202,14 @@ fn prompt(i: usize) -> String {
     )
 }
 
-/// Enqueues `n` jobs: two thirds through the library (the same path as the
-/// HTTP API and CLI), the rest with plain SQL; a few are meant to fail.
+/// Enqueues `n` jobs: a third over HTTP (`POST /v1/jobs`), a third through
+/// the library, a third with plain SQL; a few are meant to fail.
 pub(super) async fn enqueue(env: &Environment, n: usize) -> Result<Enqueued> {
     let mut done = Enqueued::default();
     let bad = (n / 50).max(1);
     let sql_count = n / 3;
+    let http_count = (n - sql_count) / 2;
+    let client = reqwest::Client::new();
     for i in 0..n - sql_count {
         let prompt = if i < bad {
             format!("{} FORBIDDEN", prompt(i))
@@ -207,8 +220,23 @@ pub(super) async fn enqueue(env: &Environment, n: usize) -> Result<Enqueued> {
             params: Some(serde_json::json!({"size": "1024x1024", "quality": "low"})),
             ..NewJob::new(prompt)
         };
-        crate::submit::submit(&env.pool, &job).await?;
-        done.library += 1;
+        if i < http_count {
+            let resp = client
+                .post(format!("{}/v1/jobs", env.api_url))
+                .json(&job)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                resp.status().is_success(),
+                "POST /v1/jobs answered {}: {}",
+                resp.status(),
+                resp.text().await?
+            );
+            done.http += 1;
+        } else {
+            crate::submit::submit(&env.pool, &job).await?;
+            done.library += 1;
+        }
     }
     // Plain SQL: defaults fill the rest. The first few carry a size the
     // model does not take: they fail at claim time with a clear message.
