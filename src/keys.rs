@@ -115,9 +115,22 @@ pub fn parse_env_keys(list: &str) -> Result<Vec<ApiKey>, KeysError> {
                     name.unwrap_or("")
                 )));
             }
-            Ok(new_key(name.map(str::to_string), ApiSecret::new(secret)))
+            let key = new_key(name.map(str::to_string), ApiSecret::new(secret));
+            check_secret(&key.id, secret)?;
+            Ok(key)
         })
         .collect()
+}
+
+/// An HTTP header can carry only visible ASCII; anything else is a paste error.
+fn check_secret(label: &str, secret: &str) -> Result<(), KeysError> {
+    if secret.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(KeysError(format!(
+            "key {label}: the secret contains spaces, quotes or non-ASCII characters an HTTP header cannot carry; check the copy"
+        )))
+    }
 }
 
 fn new_key(name: Option<String>, secret: ApiSecret) -> ApiKey {
@@ -162,6 +175,7 @@ pub fn parse_keys_file(
                     )));
                 }
             }
+            check_secret(&label, &secret)?;
             let mut key = new_key(k.name, ApiSecret::new(secret));
             key.account = k.account.filter(|a| !a.trim().is_empty());
             key.models = k.models;
@@ -318,6 +332,16 @@ mod tests {
         );
         let clash = merge(parse_env_keys("x=sk-1,x=sk-2").unwrap(), vec![]).unwrap_err();
         assert!(clash.0.contains("two different keys have the id \"x\""));
+    }
+
+    #[test]
+    fn secrets_a_header_cannot_carry_are_refused_by_id() {
+        let err = parse_env_keys("team=sk-abc déf").unwrap_err();
+        assert!(err.0.starts_with("key team: the secret contains"), "{err}");
+        assert!(!err.0.contains("sk-abc"));
+        let err = parse_keys_file("[[keys]]\nname = \"x\"\nsecret = \"sk-a\\nb\"\n", |_| None)
+            .unwrap_err();
+        assert!(err.0.starts_with("key x: the secret contains"), "{err}");
     }
 
     #[test]

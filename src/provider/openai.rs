@@ -102,6 +102,10 @@ impl ImagesClient {
             }
         };
         let config = OpenAIConfig::new()
+            // Not OPENAI_ORG_ID / OPENAI_PROJECT_ID from the environment: keys of
+            // different accounts must not be sent with one account's headers.
+            .with_org_id("")
+            .with_project_id("")
             .with_api_base(&self.base_url)
             .with_api_key(secret.expose());
         let client = Client::with_config(config).with_http_service(OneShot {
