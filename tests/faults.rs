@@ -12,18 +12,11 @@ use genq::provider::noop::NoopProvider;
 use genq::sim::SimKey;
 use genq::worker::{Worker, WorkerConfig};
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::ChildGuard as Proc;
 
 fn worker_process(db: &TestDb, extra: &[&str]) -> Proc {
     Proc(

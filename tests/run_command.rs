@@ -4,17 +4,10 @@
 mod common;
 
 use common::TestDb;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::ChildGuard as Proc;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -6,18 +6,11 @@ mod common;
 
 use common::{TestDb, count_state, insert_jobs, wait_until};
 use genq::sim::{Sim, SimConfig, SimKey};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::ChildGuard as Proc;
 
 #[tokio::test]
 async fn two_processes_sharing_three_keys_stay_within_every_limit() {

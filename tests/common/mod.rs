@@ -133,3 +133,13 @@ pub async fn insert_jobs(pool: &PgPool, n: i32, params: serde_json::Value) {
         .unwrap();
 }
 pub mod rig;
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
