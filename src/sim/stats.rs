@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Key id used in the log for requests that carried no bearer token.
 pub const ANONYMOUS: &str = "anonymous";
@@ -66,8 +65,7 @@ pub struct SimStats {
 
 /// The id under which a secret appears in logs: `key-` + 8 hex digits of its sha256.
 pub fn key_id(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    format!("key-{}", hex::encode(&digest[..4]))
+    crate::secret::ApiSecret::new(secret).key_id()
 }
 
 impl KeyStats {
