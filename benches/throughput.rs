@@ -1,7 +1,7 @@
 //! Queue throughput: how fast one `genq worker` process drains jobs with the
 //! no-op provider, every job's row and attempt history kept.
 //!
-//! `cargo bench --bench throughput -- [jobs=20000] [concurrency=64]`
+//! `cargo bench --bench throughput -- [jobs=20000] [concurrency=64] [batch=64]`
 //! Prints one line of figures; asserts nothing about speed.
 
 mod support;
@@ -12,11 +12,19 @@ use support::{Scratch, WorkerProcess, arg};
 fn main() {
     let jobs: i64 = arg("jobs", 20_000);
     let concurrency: usize = arg("concurrency", 64);
+    let batch: usize = arg("batch", 64);
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let db = Scratch::new("throughput").await;
         let worker = WorkerProcess::start(
             &db.url,
-            &["--provider", "noop", "--concurrency", &concurrency.to_string()],
+            &[
+                "--provider",
+                "noop",
+                "--concurrency",
+                &concurrency.to_string(),
+                "--claim-batch",
+                &batch.to_string(),
+            ],
             &[],
         );
         // Warm up: the worker is connected and listening once one job is done.
@@ -37,7 +45,7 @@ fn main() {
         drop(worker);
         db.finish().await;
         println!(
-            "throughput: {jobs} jobs drained by 1 worker process (noop provider, concurrency {concurrency}) in {:.2} s \
+            "throughput: {jobs} jobs drained by 1 worker process (noop provider, concurrency {concurrency}, claim batch {batch}) in {:.2} s \
              = {:.0} jobs/s (enqueue of all jobs took {:.2} s, included)",
             elapsed.as_secs_f64(),
             jobs as f64 / elapsed.as_secs_f64(),

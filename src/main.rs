@@ -145,6 +145,9 @@ struct WorkerArgs {
     /// Jobs in flight at once in this process.
     #[arg(long, env = "GENQ_CONCURRENCY", default_value_t = 16)]
     concurrency: usize,
+    /// Most jobs claimed in one round trip (never more than the free slots).
+    #[arg(long, env = "GENQ_CLAIM_BATCH", default_value_t = 64)]
+    claim_batch: usize,
     /// Queues to take jobs from (comma-separated).
     #[arg(
         long,
@@ -328,6 +331,7 @@ async fn run_worker(
     let config = WorkerConfig {
         queues: args.queues,
         concurrency: args.concurrency,
+        claim_batch: args.claim_batch.max(1),
         lease: Duration::from_secs_f64(args.lease_secs),
         poll_interval: Duration::from_millis(args.poll_ms),
         reap_interval: Duration::from_millis(args.reap_ms),
