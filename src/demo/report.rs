@@ -33,12 +33,7 @@ pub(super) async fn watch(
     let mut last_table = Instant::now();
     loop {
         let counts = jobs::count_by_state(pool).await?;
-        let count = |s: JobState| {
-            counts
-                .iter()
-                .find(|(st, _)| *st == s)
-                .map_or(0, |(_, n)| *n)
-        };
+        let count = |s: JobState| in_state(&counts, s);
         let finished =
             count(JobState::Succeeded) + count(JobState::Failed) + count(JobState::Cancelled);
         bar.set_position(finished as u64);
@@ -66,12 +61,7 @@ pub(super) async fn watch(
 
 pub(super) async fn summarize(env: &Environment, elapsed: Duration) -> Result<DemoSummary> {
     let counts = jobs::count_by_state(&env.pool).await?;
-    let count = |s: JobState| {
-        counts
-            .iter()
-            .find(|(st, _)| *st == s)
-            .map_or(0, |(_, n)| *n)
-    };
+    let count = |s: JobState| in_state(&counts, s);
     let stats = env.sim.stats();
     let keys = crate::store::keys::list(&env.pool).await?;
     Ok(DemoSummary {
@@ -136,4 +126,12 @@ pub(super) fn render(s: &DemoSummary, output: &Path, keys: &[KeyStatus]) -> Stri
     out.push('\n');
     out.push_str(&crate::cli::keys::table(keys));
     out
+}
+
+/// Jobs in state `s`, from [`jobs::count_by_state`]'s answer.
+fn in_state(counts: &[(JobState, i64)], s: JobState) -> i64 {
+    counts
+        .iter()
+        .find(|(st, _)| *st == s)
+        .map_or(0, |(_, n)| *n)
 }

@@ -51,10 +51,6 @@ impl Keyring {
         }
     }
 
-    pub fn keys(&self) -> &[ApiKey] {
-        &self.keys
-    }
-
     /// Gives every key a row (keeping state a previous run persisted).
     pub async fn register(&self, pool: &PgPool) -> Result<(), StoreError> {
         let rows: Vec<KeyRow> = self
