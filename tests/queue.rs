@@ -417,6 +417,7 @@ async fn a_completion_after_the_lease_was_lost_is_ignored() {
         finish: jobs::Finish::Failed {
             error: "late".into(),
         },
+        refund: false,
         call: None,
     };
     assert!(

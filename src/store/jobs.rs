@@ -145,33 +145,28 @@ pub async fn heartbeat(pool: &PgPool, worker: &str, lease: Duration) -> Result<u
     Ok(done.rows_affected())
 }
 
-/// How a worker ends its hold on one claimed job.
+/// How a worker ends its hold on one claimed job. The worker decides, from
+/// the job it claimed, whether a failure gives up (no attempts left) or a
+/// wait passes the job's `expires_at`; the store writes what it is told.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
     /// Done; `result` describes the output.
     Succeeded { result: Value },
-    /// Failed for good (the job's own fault): no retry.
+    /// Failed for good; `error` says why.
     Failed { error: String },
-    /// A real failure: run again at `run_at`, or fail if no attempts are left.
-    Retry {
+    /// Back to the queue, to run again at `run_at`; `error` says why.
+    Requeue {
         error: String,
-        run_at: DateTime<Utc>,
-    },
-    /// Not the job's fault (no key could take it): run again at `run_at`
-    /// without spending an attempt; fail only if that passes `expires_at`.
-    Reschedule {
-        reason: String,
         run_at: DateTime<Utc>,
     },
 }
 
 impl Finish {
-    fn kind(&self) -> &'static str {
+    fn state(&self) -> &'static str {
         match self {
             Finish::Succeeded { .. } => "succeeded",
             Finish::Failed { .. } => "failed",
-            Finish::Retry { .. } => "retry",
-            Finish::Reschedule { .. } => "reschedule",
+            Finish::Requeue { .. } => "queued",
         }
     }
 }
@@ -195,6 +190,8 @@ pub struct Completion {
     /// The job's `attempts` when it was claimed: the fencing token.
     pub attempt: i32,
     pub finish: Finish,
+    /// Give the attempt back: the job was not at fault (no key could take it).
+    pub refund: bool,
     /// None when no provider call was made (nothing to record).
     pub call: Option<CallRecord>,
 }
@@ -206,54 +203,44 @@ pub async fn complete(
     worker: &str,
     batch: &[Completion],
 ) -> Result<Vec<Uuid>, StoreError> {
+    // No FOR UPDATE before the UPDATE: the fence sits in the UPDATE's own
+    // WHERE, which PostgreSQL re-checks on the newest row version if a reaper
+    // got there first. Locking first would write every row twice.
     const COMPLETE: &str = "
         WITH input AS (
-            SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::jsonb[], $6::text[],
-                                 $7::timestamptz[], $8::text[], $9::text[], $10::int[],
-                                 $11::text[], $12::int8[], $13::timestamptz[])
-                AS t(id, attempt, kind, result, error, run_at,
+            SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::bool[], $6::jsonb[],
+                                 $7::text[], $8::timestamptz[], $9::text[], $10::text[],
+                                 $11::int[], $12::text[], $13::int8[], $14::timestamptz[])
+                AS t(id, attempt, state, refund, result, error, run_at,
                      call_outcome, key_id, http_status, call_error, retry_after_ms, call_started_at)
-        ), decided AS (
-            SELECT i.*, j.max_attempts,
-                   CASE WHEN i.kind IN ('succeeded', 'failed') THEN i.kind
-                        WHEN i.kind = 'retry' AND j.attempts >= j.max_attempts THEN 'failed'
-                        WHEN i.kind = 'reschedule' AND i.run_at > j.expires_at THEN 'failed'
-                        ELSE 'queued' END AS new_state
-              FROM input i JOIN genq.jobs j ON j.id = i.id
-             WHERE j.state = 'running' AND j.locked_by = $1 AND j.attempts = i.attempt
-               FOR UPDATE OF j
         ), updated AS (
             UPDATE genq.jobs j
-               SET state = d.new_state,
-                   attempts = CASE WHEN d.kind = 'reschedule' THEN j.attempts - 1 ELSE j.attempts END,
-                   result = CASE WHEN d.kind = 'succeeded' THEN d.result ELSE j.result END,
-                   last_error = CASE
-                       WHEN d.kind = 'succeeded' THEN NULL
-                       WHEN d.kind = 'retry' AND d.new_state = 'failed'
-                           THEN format('gave up after %s attempts: %s', j.attempts, d.error)
-                       WHEN d.kind = 'reschedule' AND d.new_state = 'failed'
-                           THEN format('expired at %s while waiting: %s', j.expires_at, d.error)
-                       ELSE d.error END,
-                   run_at = CASE WHEN d.new_state = 'queued' THEN d.run_at ELSE j.run_at END,
-                   finished_at = CASE WHEN d.new_state = 'queued' THEN NULL ELSE now() END,
+               SET state = i.state,
+                   attempts = CASE WHEN i.refund THEN j.attempts - 1 ELSE j.attempts END,
+                   result = coalesce(i.result, j.result),
+                   last_error = i.error,
+                   run_at = coalesce(i.run_at, j.run_at),
+                   finished_at = CASE WHEN i.state = 'queued' THEN NULL ELSE now() END,
                    locked_by = NULL, lease_expires_at = NULL, updated_at = now()
-              FROM decided d
-             WHERE j.id = d.id
+              FROM input i
+             WHERE j.id = i.id AND j.state = 'running' AND j.locked_by = $1
+               AND j.attempts = i.attempt
             RETURNING j.id
         ), recorded AS (
             INSERT INTO genq.attempts (job_id, attempt, worker, key_id, started_at, outcome,
                                        http_status, error, retry_after_ms)
-            SELECT d.id, d.attempt, $1, d.key_id, d.call_started_at, d.call_outcome,
-                   d.http_status, d.call_error, d.retry_after_ms
-              FROM decided d JOIN updated u ON u.id = d.id
-             WHERE d.call_outcome IS NOT NULL
+            SELECT i.id, i.attempt, $1, i.key_id, i.call_started_at, i.call_outcome,
+                   i.http_status, i.call_error, i.retry_after_ms
+              FROM input i JOIN updated u ON u.id = i.id
+             WHERE i.call_outcome IS NOT NULL
         )
         SELECT id FROM updated";
 
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
     let mut attempts = Vec::with_capacity(n);
-    let mut kinds = Vec::with_capacity(n);
+    let mut states = Vec::with_capacity(n);
+    let mut refunds = Vec::with_capacity(n);
     let mut results: Vec<Option<Value>> = Vec::with_capacity(n);
     let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
     let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
@@ -266,12 +253,12 @@ pub async fn complete(
     for c in batch {
         ids.push(c.job_id);
         attempts.push(c.attempt);
-        kinds.push(c.finish.kind());
+        states.push(c.finish.state());
+        refunds.push(c.refund);
         let (result, error, run_at) = match &c.finish {
             Finish::Succeeded { result } => (Some(result.clone()), None, None),
             Finish::Failed { error } => (None, Some(error.clone()), None),
-            Finish::Retry { error, run_at } => (None, Some(error.clone()), Some(*run_at)),
-            Finish::Reschedule { reason, run_at } => (None, Some(reason.clone()), Some(*run_at)),
+            Finish::Requeue { error, run_at } => (None, Some(error.clone()), Some(*run_at)),
         };
         results.push(result);
         errors.push(error);
@@ -288,7 +275,8 @@ pub async fn complete(
         .bind(worker)
         .bind(&ids)
         .bind(&attempts)
-        .bind(&kinds)
+        .bind(&states)
+        .bind(&refunds)
         .bind(&results)
         .bind(&errors)
         .bind(&run_ats)

@@ -40,9 +40,7 @@ pub(super) async fn run(
                     written += applied.len() as u64;
                     // Wake up when the jobs this worker put back become due.
                     for c in &completions {
-                        if let Finish::Retry { run_at, .. } | Finish::Reschedule { run_at, .. } =
-                            &c.finish
-                        {
+                        if let Finish::Requeue { run_at, .. } = &c.finish {
                             next_due.note(*run_at);
                         }
                     }

@@ -4,14 +4,16 @@
 //!   held from claim until the job's completion is written.
 //! - It wakes on LISTEN/NOTIFY, on a freed slot, or on a poll tick (for missed
 //!   notifications and future `run_at`s).
-//! - [`background`] keeps leases alive, reaps jobs of dead workers, and
-//!   listens for notifications, prunes old finished jobs; [`completer`]
-//!   writes outcomes in batches.
+//! - [`background`] keeps leases alive, reaps jobs of dead workers, listens
+//!   for notifications and prunes old finished jobs; [`settle`] turns a
+//!   provider's verdict into a completion, and [`completer`] writes
+//!   completions in batches.
 //! - Shutdown (the token): stop claiming, let in-flight jobs finish within the
 //!   grace period, release the rest back to `queued`, return.
 
 mod background;
 mod completer;
+mod settle;
 mod wake;
 
 use chrono::Utc;
@@ -28,7 +30,7 @@ use tracing::Instrument;
 use crate::job::Job;
 use crate::provider::{Execution, Outcome, Provider};
 use crate::retry::Backoff;
-use crate::store::jobs::{self, CallRecord, Completion, Finish};
+use crate::store::jobs::{self, Completion, Finish};
 
 /// How a worker runs. [`WorkerConfig::default`] suits production.
 #[derive(Debug, Clone)]
@@ -303,45 +305,16 @@ async fn run_one<P: Provider>(provider: &P, job: &Job, backoff: Backoff) -> Comp
             }),
         }
     };
-    let completion = completion_for(job, execution, backoff);
+    let completion = settle::settle(job, execution, backoff, Utc::now(), &mut rand::rng());
     tracing::debug!(finish = ?completion.finish, "job executed");
     let since_created = || Some((Utc::now() - job.created_at).as_seconds_f64());
     match &completion.finish {
         Finish::Succeeded { .. } => crate::metrics::job_finished("succeeded", since_created()),
         Finish::Failed { .. } => crate::metrics::job_finished("failed", since_created()),
-        Finish::Retry { .. } => crate::metrics::job_finished("retry", None),
-        Finish::Reschedule { .. } => crate::metrics::job_finished("rescheduled", None),
+        Finish::Requeue { .. } if completion.refund => {
+            crate::metrics::job_finished("rescheduled", None)
+        }
+        Finish::Requeue { .. } => crate::metrics::job_finished("retry", None),
     }
     completion
-}
-
-/// Turns a provider's verdict into the write that ends the hold on the job.
-fn completion_for(job: &Job, execution: Execution, backoff: Backoff) -> Completion {
-    let finish = match execution.outcome {
-        Outcome::Succeeded { result } => Finish::Succeeded { result },
-        Outcome::Failed { error } => Finish::Failed { error },
-        Outcome::Retry { error } => {
-            let delay = backoff.delay(job.attempts.max(1) as u32, &mut rand::rng());
-            let run_at =
-                Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-            Finish::Retry { error, run_at }
-        }
-        Outcome::Reschedule { reason, run_at } => Finish::Reschedule { reason, run_at },
-    };
-    let call = execution.call.map(|c| CallRecord {
-        outcome: c.outcome,
-        key_id: c.key_id,
-        http_status: c.http_status.map(i32::from),
-        error: c.error,
-        retry_after_ms: c
-            .retry_after
-            .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
-        started_at: c.started_at,
-    });
-    Completion {
-        job_id: job.id,
-        attempt: job.attempts,
-        finish,
-        call,
-    }
 }

@@ -96,6 +96,7 @@ impl Api {
             job_id: id,
             attempt: job.attempts,
             finish,
+            refund: false,
             call: None,
         };
         assert_eq!(
