@@ -113,6 +113,9 @@ enum ProviderKind {
     Openai,
     /// Succeed every job at once without calling anything (for measuring the queue).
     Noop,
+    /// Like openai, keys and limits included, but send nothing and succeed at
+    /// once (for measuring genq's cost per job through the limiter).
+    DryRun,
 }
 
 #[derive(Args)]
@@ -345,8 +348,9 @@ async fn run_worker(
     };
     let report = match args.provider {
         ProviderKind::Noop => Worker::new(pool, config, NoopProvider).run(shutdown).await,
-        ProviderKind::Openai => {
-            let provider = images_provider(&pool, &args.openai)?;
+        ProviderKind::Openai | ProviderKind::DryRun => {
+            let dry_run = matches!(args.provider, ProviderKind::DryRun);
+            let provider = images_provider(&pool, &args.openai, dry_run)?;
             provider
                 .register_keys()
                 .await
@@ -380,7 +384,11 @@ fn retention(succeeded: Duration, failed: Duration) -> Option<genq::worker::Rete
 }
 
 /// The real provider from the environment's keys and settings.
-fn images_provider(pool: &sqlx::PgPool, args: &OpenAiArgs) -> Result<ImagesProvider> {
+fn images_provider(
+    pool: &sqlx::PgPool,
+    args: &OpenAiArgs,
+    dry_run: bool,
+) -> Result<ImagesProvider> {
     let keys = genq::keys::from_env()?;
     if keys.is_empty() {
         bail!(
@@ -401,6 +409,7 @@ fn images_provider(pool: &sqlx::PgPool, args: &OpenAiArgs) -> Result<ImagesProvi
         Keyring::new(keys, args.default_rpm),
         ImagesSettings {
             fallback_after: Duration::from_secs_f64(args.fallback_after_secs),
+            dry_run,
             ..ImagesSettings::default()
         },
     ))

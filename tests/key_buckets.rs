@@ -8,6 +8,9 @@ use chrono::{Duration, Utc};
 use common::TestDb;
 use genq::store::keys::{self, BucketSpec, KeyRow};
 
+/// One slot per round trip, as a lone caller asks.
+const NO_HORIZON: std::time::Duration = std::time::Duration::ZERO;
+
 async fn setup(db: &TestDb, keys_and_rates: &[(&str, f64, u32)]) {
     let rows: Vec<KeyRow> = keys_and_rates
         .iter()
@@ -36,7 +39,11 @@ async fn twenty_concurrent_callers_get_exactly_the_burst() {
     let callers: Vec<_> = (0..20)
         .map(|_| {
             let pool = db.pool.clone();
-            tokio::spawn(async move { keys::reserve(&pool, &[("a", "a/m")], 1).await.unwrap() })
+            tokio::spawn(async move {
+                keys::reserve(&pool, &[("a", "a/m")], 1, 1, NO_HORIZON)
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut granted = 0;
@@ -61,16 +68,58 @@ async fn twenty_concurrent_callers_get_exactly_the_burst() {
 }
 
 #[tokio::test]
+async fn one_round_trip_grants_a_fast_key_many_slots_each_at_its_moment() {
+    let db = TestDb::new().await;
+    // 6,000/min: one every 10 ms. Asked for 20 within 50 ms: 6 (now, +10 … +50 ms).
+    setup(&db, &[("fast", 6000.0, 1), ("slow", 60.0, 2)]).await;
+    let horizon = std::time::Duration::from_millis(50);
+    let before = Utc::now();
+    let r = keys::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon)
+        .await
+        .unwrap();
+    assert_eq!(r.key_id.as_deref(), Some("fast"));
+    assert_eq!(r.slots.len(), 6, "{:?}", r.slots);
+    for pair in r.slots.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (gap - Duration::milliseconds(10))
+                .num_microseconds()
+                .unwrap()
+                .abs()
+                < 100,
+            "{gap:?}"
+        );
+    }
+    assert!(r.slots[0] >= before - Duration::milliseconds(5));
+    // The bucket is spent until the last slot's moment has passed.
+    let next = keys::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon)
+        .await
+        .unwrap();
+    assert_eq!(next.key_id, None);
+    assert!(next.earliest.unwrap() >= *r.slots.last().unwrap());
+
+    // A slow key grants its burst and no more, however many are asked for.
+    let r = keys::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon)
+        .await
+        .unwrap();
+    assert_eq!(r.slots.len(), 2);
+    let r = keys::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon)
+        .await
+        .unwrap();
+    assert_eq!((r.key_id, r.slots.len()), (None, 0));
+}
+
+#[tokio::test]
 async fn the_key_with_most_room_is_chosen_and_disabled_keys_are_skipped() {
     let db = TestDb::new().await;
     setup(&db, &[("a", 60.0, 1), ("b", 60.0, 1)]).await;
     let cands = [("a", "a/m"), ("b", "b/m")];
-    let first = keys::reserve(&db.pool, &cands, 1)
+    let first = keys::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
         .await
         .unwrap()
         .key_id
         .unwrap();
-    let second = keys::reserve(&db.pool, &cands, 1)
+    let second = keys::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
         .await
         .unwrap()
         .key_id
@@ -79,7 +128,9 @@ async fn the_key_with_most_room_is_chosen_and_disabled_keys_are_skipped() {
         first, second,
         "both keys should be used before either waits"
     );
-    let none = keys::reserve(&db.pool, &cands, 1).await.unwrap();
+    let none = keys::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
+        .await
+        .unwrap();
     assert_eq!(none.key_id, None);
     assert!(none.earliest.unwrap() > Utc::now());
 
@@ -89,11 +140,14 @@ async fn the_key_with_most_room_is_chosen_and_disabled_keys_are_skipped() {
     keys::disable(&db.pool, "b", "429 insufficient_quota")
         .await
         .unwrap();
-    let all_disabled = keys::reserve(&db.pool, &cands, 1).await.unwrap();
+    let all_disabled = keys::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
+        .await
+        .unwrap();
     assert_eq!(
         all_disabled,
         keys::Reservation {
             key_id: None,
+            slots: vec![],
             earliest: None
         }
     );
@@ -131,7 +185,9 @@ async fn a_cooldown_blocks_the_key_and_a_shorter_one_never_shortens_it() {
         (later - until).num_milliseconds().abs() < 5,
         "the later deadline is kept"
     );
-    let r = keys::reserve(&db.pool, &[("a", "a/m")], 1).await.unwrap();
+    let r = keys::reserve(&db.pool, &[("a", "a/m")], 1, 1, NO_HORIZON)
+        .await
+        .unwrap();
     assert_eq!(r.key_id, None);
     assert!((r.earliest.unwrap() - until).num_milliseconds().abs() < 5);
     let status = &keys::list(&db.pool).await.unwrap()[0];
@@ -162,17 +218,19 @@ async fn images_are_counted_by_n() {
     };
     keys::ensure_buckets(&db.pool, &[spec]).await.unwrap();
     assert!(
-        keys::reserve(&db.pool, &[("a", "a/m")], 3)
+        keys::reserve(&db.pool, &[("a", "a/m")], 3, 1, NO_HORIZON)
             .await
             .unwrap()
             .key_id
             .is_some()
     );
     // 3 of 4 images used: one more fits, two do not.
-    let refused = keys::reserve(&db.pool, &[("a", "a/m")], 2).await.unwrap();
+    let refused = keys::reserve(&db.pool, &[("a", "a/m")], 2, 1, NO_HORIZON)
+        .await
+        .unwrap();
     assert!(refused.key_id.is_none());
     assert!(
-        keys::reserve(&db.pool, &[("a", "a/m")], 1)
+        keys::reserve(&db.pool, &[("a", "a/m")], 1, 1, NO_HORIZON)
             .await
             .unwrap()
             .key_id

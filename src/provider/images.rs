@@ -48,6 +48,10 @@ pub struct ImagesSettings {
     /// A key that frees up within this is waited for in the worker; a
     /// longer wait reschedules the job (no worker sleeps for long).
     pub inline_wait: Duration,
+    /// Reserve a key's slot and book the call as usual, but send nothing and
+    /// succeed at once: genq's own cost per job, limiter included, with no
+    /// provider in the way (`genq worker --provider dry-run`).
+    pub dry_run: bool,
 }
 
 impl Default for ImagesSettings {
@@ -62,6 +66,7 @@ impl Default for ImagesSettings {
             },
             disabled_recheck: Duration::from_secs(60),
             inline_wait: Duration::from_secs(2),
+            dry_run: false,
         }
     }
 }
@@ -75,6 +80,10 @@ pub struct ImagesProvider {
     settings: ImagesSettings,
     /// Additive-increase state per bucket, for buckets with no configured limit.
     aimd: Mutex<HashMap<String, Aimd>>,
+    /// Successful calls not yet written, per (key, bucket).
+    successes: Mutex<HashMap<(String, String), i32>>,
+    /// Held by the one task writing successes.
+    booking: tokio::sync::Mutex<()>,
     /// When "all keys busy" was last logged, per model.
     waiting_reported: Mutex<HashMap<String, std::time::Instant>>,
 }
@@ -97,6 +106,8 @@ impl ImagesProvider {
             keyring,
             settings,
             aimd: Mutex::new(HashMap::new()),
+            successes: Mutex::new(HashMap::new()),
+            booking: tokio::sync::Mutex::new(()),
             waiting_reported: Mutex::new(HashMap::new()),
         }
     }
@@ -197,6 +208,9 @@ impl ImagesProvider {
     }
 
     async fn call(&self, job: &Job, model: &str, slot: Slot<'_>) -> Execution {
+        if self.settings.dry_run {
+            return self.dry_call(model, slot).await;
+        }
         let key_id = slot.key.id.clone();
         let started_at = Utc::now();
         let response = self
@@ -231,12 +245,7 @@ impl ImagesProvider {
             Verdict::Success => {
                 let images = response.result.expect("success has a body");
                 let saved = self.output.save(job.id, &images).await;
-                match key_store::record_success(&self.pool, &key_id, &slot.bucket).await {
-                    Ok(Some((rpm, source))) if source == "adaptive" => {
-                        self.increase(&slot.bucket, rpm).await
-                    }
-                    other => self.note(other),
-                }
+                self.book_success(&key_id, &slot.bucket).await;
                 match saved {
                     Ok(mut result) => {
                         if let Value::Object(map) = &mut result {
@@ -327,6 +336,27 @@ impl ImagesProvider {
         }
     }
 
+    /// A call that reserved its slot but is never sent: booked as a success.
+    async fn dry_call(&self, model: &str, slot: Slot<'_>) -> Execution {
+        let started_at = Utc::now();
+        let key_id = slot.key.id.clone();
+        self.book_success(&key_id, &slot.bucket).await;
+        crate::metrics::provider_request(&key_id, model, "succeeded");
+        Execution {
+            outcome: Outcome::Succeeded {
+                result: serde_json::json!({ "dry_run": true, "model": model, "key_id": key_id }),
+            },
+            call: Some(Call {
+                outcome: "succeeded",
+                key_id: Some(key_id),
+                http_status: None,
+                error: None,
+                retry_after: None,
+                started_at,
+            }),
+        }
+    }
+
     /// Cools the key and bucket after a 429; returns the deadline and a reason.
     async fn cool(
         &self,
@@ -391,12 +421,64 @@ impl ImagesProvider {
     }
 
     /// After a success, an unconfigured and unlearned bucket creeps its rate up.
-    async fn increase(&self, bucket: &str, rpm: f64) {
+    /// Counts a successful call on its key. Whoever finds no write in
+    /// flight writes every success booked so far in one round trip; the
+    /// others go on at once, their successes riding on the next write.
+    async fn book_success(&self, key_id: &str, bucket: &str) {
+        *self
+            .successes
+            .lock()
+            .expect("successes lock")
+            .entry((key_id.to_string(), bucket.to_string()))
+            .or_default() += 1;
+        loop {
+            let Ok(writer) = self.booking.try_lock() else {
+                return; // the writer in flight takes ours too
+            };
+            loop {
+                let batch: Vec<key_store::Successes> =
+                    std::mem::take(&mut *self.successes.lock().expect("successes lock"))
+                        .into_iter()
+                        .map(|((key_id, bucket_id), calls)| key_store::Successes {
+                            key_id,
+                            bucket_id,
+                            calls,
+                        })
+                        .collect();
+                if batch.is_empty() {
+                    break;
+                }
+                match key_store::record_successes(&self.pool, &batch).await {
+                    Ok(rates) => {
+                        for (bucket, rpm, source) in rates {
+                            let calls = batch.iter().filter(|s| s.bucket_id == bucket);
+                            let calls: i32 = calls.map(|s| s.calls).sum();
+                            if source == "adaptive" {
+                                self.increase(&bucket, rpm, calls).await;
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        // Counters only: lost if the database is away, never a job.
+                        tracing::warn!(error = %err, calls = batch.len(), "booking successful calls failed");
+                        break;
+                    }
+                }
+            }
+            drop(writer);
+            // A success booked after our last look, whose caller saw us still
+            // writing, is ours to write.
+            if self.successes.lock().expect("successes lock").is_empty() {
+                return;
+            }
+        }
+    }
+
+    async fn increase(&self, bucket: &str, rpm: f64, successes: i32) {
         let next = {
             let mut aimd = self.aimd.lock().expect("aimd lock");
-            aimd.entry(bucket.to_string())
-                .or_default()
-                .on_success(rpm, None)
+            let state = aimd.entry(bucket.to_string()).or_default();
+            (0..successes).fold(rpm, |rate, _| state.on_success(rate, None))
         };
         if next != rpm {
             self.note(key_store::set_rate(&self.pool, bucket, next, "adaptive").await);

@@ -92,28 +92,51 @@ pub async fn ensure_buckets(pool: &PgPool, specs: &[BucketSpec]) -> Result<(), S
     Ok(())
 }
 
+/// Granted key, slot moments, earliest moment of any candidate, raced.
+type ReserveRow = (
+    Option<String>,
+    Vec<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    bool,
+);
+
 /// What [`reserve`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
-    /// The key whose bucket granted the slot, if any.
+    /// The key whose bucket granted the slots, if any.
     pub key_id: Option<String>,
+    /// When each granted slot may be used, earliest first (empty if none).
+    pub slots: Vec<DateTime<Utc>>,
     /// When the earliest usable candidate frees up (None: every candidate is disabled).
     pub earliest: Option<DateTime<Utc>>,
 }
 
-/// Reserves one request of `cost` images on the candidate whose bucket has
-/// the most room, skipping disabled and cooling keys and cooling buckets.
-/// `candidates` are (key id, bucket id) pairs, in preference order for ties.
+/// Reserves up to `want` requests of `cost` images on the candidate whose
+/// bucket has the most room, skipping disabled and cooling keys and cooling
+/// buckets. `candidates` are (key id, bucket id) pairs, in preference order
+/// for ties.
+///
+/// Several slots are granted only as far as the bucket allows within
+/// `horizon` of now, each at the moment GCRA would allow it, so one round
+/// trip can serve many jobs of a fast key while a slow key still grants one
+/// (or its burst). Buckets that also limit images grant one at a time.
 pub async fn reserve(
     pool: &PgPool,
     candidates: &[(&str, &str)],
     cost: u32,
+    want: u32,
+    horizon: std::time::Duration,
 ) -> Result<Reservation, StoreError> {
+    // The bucket's TAT is read in `avail` and must be unchanged when the
+    // UPDATE takes the row lock (PostgreSQL re-checks the WHERE on the newest
+    // version), so the slot count computed from it stays within the limit.
     const RESERVE: &str = "
         WITH cand AS (
             SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS c(key_id, bucket_id, ord)
         ), avail AS (
-            SELECT c.key_id, c.bucket_id, c.ord,
+            SELECT c.key_id, c.bucket_id, c.ord, b.tat_requests AS tat,
+                   60.0 / b.requests_per_minute AS every, b.burst,
+                   b.images_per_minute IS NOT NULL AS by_images,
                    greatest(coalesce(k.cooldown_until, '-infinity'),
                             coalesce(b.cooldown_until, '-infinity'),
                             b.tat_requests - make_interval(secs => 60.0 / b.requests_per_minute * (b.burst - 1)),
@@ -126,64 +149,95 @@ pub async fn reserve(
               JOIN genq.key_buckets b ON b.id = c.bucket_id
              WHERE k.state <> 'disabled'
         ), pick AS (
-            SELECT key_id, bucket_id FROM avail WHERE available_at <= now()
+            SELECT key_id, bucket_id, tat, every, burst,
+                   CASE WHEN by_images THEN 1
+                        ELSE least($4::float8,
+                                   1 + floor((extract(epoch FROM now() - greatest(tat, now()))::float8 + $5)
+                                             / every) + burst - 1)::int
+                   END AS n
+              FROM avail WHERE available_at <= now()
              ORDER BY available_at, ord LIMIT 1
         ), reserved AS (
             UPDATE genq.key_buckets b
-               SET tat_requests = greatest(b.tat_requests, now()) + make_interval(secs => 60.0 / b.requests_per_minute),
+               SET tat_requests = greatest(b.tat_requests, now()) + make_interval(secs => p.every * p.n),
                    tat_images = CASE WHEN b.images_per_minute IS NULL THEN b.tat_images
                                 ELSE greatest(b.tat_images, now()) + make_interval(secs => 60.0 / b.images_per_minute * $3) END
               FROM pick p
              WHERE b.id = p.bucket_id
+               AND b.tat_requests = p.tat
                AND coalesce(b.cooldown_until, '-infinity') <= now()
-               AND b.tat_requests - make_interval(secs => 60.0 / b.requests_per_minute * (b.burst - 1)) <= now()
                AND (b.images_per_minute IS NULL
                     OR b.tat_images - make_interval(secs => 60.0 / b.images_per_minute * (greatest(b.burst, $3) - $3)) <= now())
-            RETURNING p.key_id
+            RETURNING p.key_id,
+                      ARRAY(SELECT greatest(now(), greatest(p.tat, now())
+                                                   + make_interval(secs => p.every * (j - p.burst + 1)))
+                              FROM generate_series(0, p.n - 1) j) AS slots
         )
-        SELECT (SELECT key_id FROM reserved), (SELECT min(available_at) FROM avail),
-               EXISTS (SELECT 1 FROM pick) AS raced";
+        SELECT (SELECT key_id FROM reserved), coalesce((SELECT slots FROM reserved), '{}'),
+               (SELECT min(available_at) FROM avail), EXISTS (SELECT 1 FROM pick) AS raced";
     let keys: Vec<&str> = candidates.iter().map(|c| c.0).collect();
     let buckets: Vec<&str> = candidates.iter().map(|c| c.1).collect();
     // A candidate that looked free but was taken by a concurrent caller
     // (the row lock's recheck failed) means the snapshot was stale: look again.
     for _ in 0..16 {
-        let (key_id, earliest, raced): (Option<String>, Option<DateTime<Utc>>, bool) =
-            sqlx::query_as(RESERVE)
-                .bind(&keys)
-                .bind(&buckets)
-                .bind(cost.max(1) as i32)
-                .fetch_one(pool)
-                .await?;
+        let (key_id, slots, earliest, raced): ReserveRow = sqlx::query_as(RESERVE)
+            .bind(&keys)
+            .bind(&buckets)
+            .bind(cost.max(1) as i32)
+            .bind(want.max(1) as i32)
+            .bind(horizon.as_secs_f64())
+            .fetch_one(pool)
+            .await?;
         if key_id.is_some() || !raced {
-            return Ok(Reservation { key_id, earliest });
+            return Ok(Reservation {
+                key_id,
+                slots,
+                earliest,
+            });
         }
     }
     Ok(Reservation {
         key_id: None,
+        slots: Vec::new(),
         earliest: Some(Utc::now()),
     })
 }
 
-/// A successful call: counters up, failure streaks reset, cooling ends if
-/// due. Returns the bucket's rate and limit source (for rate adaptation).
-pub async fn record_success(
+/// Successful calls to count, per key, and the bucket each was reserved from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Successes {
+    pub key_id: String,
+    pub bucket_id: String,
+    pub calls: i32,
+}
+
+/// Books successful calls in one round trip: counts them, ends the keys'
+/// failure and 429 streaks, and returns each bucket's rate and its source
+/// (for raising learned rates).
+pub async fn record_successes(
     pool: &PgPool,
-    key_id: &str,
-    bucket_id: &str,
-) -> Result<Option<(f64, String)>, StoreError> {
+    batch: &[Successes],
+) -> Result<Vec<(String, f64, String)>, StoreError> {
+    let keys: Vec<&str> = batch.iter().map(|s| s.key_id.as_str()).collect();
+    let buckets: Vec<&str> = batch.iter().map(|s| s.bucket_id.as_str()).collect();
+    let calls: Vec<i32> = batch.iter().map(|s| s.calls).collect();
     Ok(sqlx::query_as(
-        "WITH k AS (
-            UPDATE genq.api_keys
-               SET ok_count = ok_count + 1, consecutive_failures = 0, consecutive_429 = 0,
+        "WITH input AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) AS t(key_id, bucket_id, calls)
+         ), k AS (
+            UPDATE genq.api_keys a
+               SET ok_count = a.ok_count + s.calls, consecutive_failures = 0, consecutive_429 = 0,
                    last_used_at = now(), updated_at = now(),
-                   state = CASE WHEN state = 'cooling' AND cooldown_until <= now() THEN 'active' ELSE state END
-             WHERE id = $1)
-         SELECT requests_per_minute, limit_source FROM genq.key_buckets WHERE id = $2",
+                   state = CASE WHEN a.state = 'cooling' AND a.cooldown_until <= now() THEN 'active' ELSE a.state END
+              FROM (SELECT key_id, sum(calls) AS calls FROM input GROUP BY key_id) s
+             WHERE a.id = s.key_id)
+         SELECT id, requests_per_minute, limit_source FROM genq.key_buckets
+          WHERE id IN (SELECT bucket_id FROM input)",
     )
-    .bind(key_id)
-    .bind(bucket_id)
-    .fetch_optional(pool)
+    .bind(&keys)
+    .bind(&buckets)
+    .bind(&calls)
+    .fetch_all(pool)
     .await?)
 }
 
