@@ -49,6 +49,12 @@ impl Scratch {
         }
     }
 
+    /// The same database with a fresh pool (after `pool.close()`).
+    pub async fn reopen(self) -> Scratch {
+        let pool = genq::db::connect(&self.url, 4).await.unwrap();
+        Scratch { pool, ..self }
+    }
+
     /// Drops the database.
     pub async fn finish(self) {
         self.pool.close().await;
@@ -67,6 +73,32 @@ impl Scratch {
             .fetch_one(&self.pool)
             .await
             .unwrap()
+    }
+
+    /// True once no job is queued or running. Cheap however many jobs have
+    /// finished: both states have a partial index.
+    pub async fn drained(&self) -> bool {
+        sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM genq.jobs WHERE state = 'queued')
+                AND NOT EXISTS (SELECT 1 FROM genq.jobs WHERE state = 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Transactions committed or rolled back in this database so far (every
+    /// statement outside an explicit transaction is one). Statistics are
+    /// flushed when a backend exits or goes idle, so read this with the
+    /// workers stopped.
+    pub async fn transactions(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
+        )
+        .bind(&self.name)
+        .fetch_one(&self.admin)
+        .await
+        .unwrap()
     }
 
     /// Waits until `n` jobs have succeeded, polling every `every`.
