@@ -212,7 +212,8 @@ fn free_port() -> io::Result<u16> {
         .port())
 }
 
-fn find_bin_dir() -> Option<PathBuf> {
+/// The directory holding initdb and pg_ctl (and pgbench beside them).
+pub fn find_bin_dir() -> Option<PathBuf> {
     let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Some(dir) = std::env::var_os("GENQ_PG_BIN").map(PathBuf::from) {
         return has_tools(&dir).then_some(dir);
