@@ -6,11 +6,7 @@ mod common;
 
 use common::{TestDb, count_state, insert_jobs, wait_until};
 use genq::sim::{Sim, SimConfig, SimKey};
-use std::process::{Command, Stdio};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-
-use common::ChildGuard as Proc;
 
 #[tokio::test]
 async fn two_processes_sharing_three_keys_stay_within_every_limit() {
@@ -26,10 +22,7 @@ async fn two_processes_sharing_three_keys_stay_within_every_limit() {
             .collect(),
         ..SimConfig::default()
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(sim.clone().serve(listener, stop.clone()));
+    let (base_url, stop) = common::rig::serve_sim(&sim).await;
 
     let dir = std::env::temp_dir().join(format!("genq-shared-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -43,23 +36,8 @@ async fn two_processes_sharing_three_keys_stay_within_every_limit() {
     std::fs::write(&keys_file, toml).unwrap();
 
     insert_jobs(&db.pool, 36, serde_json::json!({})).await;
-    let workers: Vec<Proc> = (0..2)
-        .map(|_| {
-            Proc(
-                Command::new(env!("CARGO_BIN_EXE_genq"))
-                    .args(["worker", "--concurrency", "4", "--poll-ms", "100"])
-                    .env("DATABASE_URL", &db.url)
-                    .env("OPENAI_BASE_URL", &base_url)
-                    .env("GENQ_KEYS_FILE", &keys_file)
-                    .env("GENQ_OUTPUT_DIR", dir.join("out"))
-                    .env_remove("OPENAI_API_KEYS")
-                    .env_remove("OPENAI_API_KEY")
-                    .env("RUST_LOG", "warn")
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
+    let workers: Vec<_> = (0..2)
+        .map(|_| common::rig::worker_process(&db.url, &base_url, &dir))
         .collect();
     wait_until(Duration::from_secs(90), "36 jobs to succeed", || async {
         count_state(&db.pool, "succeeded").await == 36

@@ -15,30 +15,11 @@ mod common;
 use chrono::{DateTime, Utc};
 use common::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
 use genq::sim::{Sim, SimConfig, SimKey};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 const WORKERS: usize = 3;
 const JOBS: i32 = 600;
-
-fn start_worker(db_url: &str, base_url: &str, dir: &Path) -> ChildGuard {
-    ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_genq"))
-            .args(["worker", "--concurrency", "4", "--poll-ms", "100"])
-            .env("DATABASE_URL", db_url)
-            .env("OPENAI_BASE_URL", base_url)
-            .env("GENQ_KEYS_FILE", dir.join("keys.toml"))
-            .env("GENQ_OUTPUT_DIR", dir.join("out"))
-            .env_remove("OPENAI_API_KEYS")
-            .env_remove("OPENAI_API_KEY")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
 
 /// SIGTERM, then wait: the graceful stop an orchestrator does.
 fn stop_gracefully(workers: Vec<ChildGuard>) {
@@ -74,10 +55,7 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
         keys: sim_keys,
         ..SimConfig::default()
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let stop_sim = CancellationToken::new();
-    tokio::spawn(sim.clone().serve(listener, stop_sim.clone()));
+    let (base_url, stop_sim) = common::rig::serve_sim(&sim).await;
 
     let dir = std::env::temp_dir().join(format!("genq-soak-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -95,7 +73,7 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
 
     insert_jobs(&db.pool, JOBS, serde_json::json!({})).await;
     let workers: Vec<ChildGuard> = (0..WORKERS)
-        .map(|_| start_worker(&db.url, &base_url, &dir))
+        .map(|_| common::rig::worker_process(&db.url, &base_url, &dir))
         .collect();
 
     // Halfway, restart every worker at a moment the slow key is cooling.
@@ -128,7 +106,7 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
     stop_gracefully(workers);
     let restarted_at = Utc::now();
     let workers: Vec<ChildGuard> = (0..WORKERS)
-        .map(|_| start_worker(&db.url, &base_url, &dir))
+        .map(|_| common::rig::worker_process(&db.url, &base_url, &dir))
         .collect();
 
     wait_until(Duration::from_secs(180), "every job to succeed", || async {

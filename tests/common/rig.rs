@@ -35,10 +35,7 @@ impl Rig {
     pub async fn with_config(config: SimConfig) -> Rig {
         let db = TestDb::new().await;
         let sim = Sim::new(config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let stop_sim = CancellationToken::new();
-        tokio::spawn(sim.clone().serve(listener, stop_sim.clone()));
+        let (base_url, stop_sim) = serve_sim(&sim).await;
         let output =
             std::env::temp_dir().join(format!("genq-test-out-{}", uuid::Uuid::new_v4().simple()));
         Rig {
@@ -123,6 +120,34 @@ impl Drop for Rig {
 }
 
 /// Keys for genq, by name, with the given secrets and no configured limits.
+/// Serves `sim` on a free loopback port: its base URL, and the token that stops it.
+pub async fn serve_sim(sim: &Sim) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(sim.clone().serve(listener, stop.clone()));
+    (base_url, stop)
+}
+
+/// A `genq worker` process against `db_url` and the sim at `base_url`, with
+/// `dir/keys.toml` as its keys file and `dir/out` for images.
+pub fn worker_process(db_url: &str, base_url: &str, dir: &std::path::Path) -> super::ChildGuard {
+    super::ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_genq"))
+            .args(["worker", "--concurrency", "4", "--poll-ms", "100"])
+            .env("DATABASE_URL", db_url)
+            .env("OPENAI_BASE_URL", base_url)
+            .env("GENQ_KEYS_FILE", dir.join("keys.toml"))
+            .env("GENQ_OUTPUT_DIR", dir.join("out"))
+            .env_remove("OPENAI_API_KEYS")
+            .env_remove("OPENAI_API_KEY")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 pub fn keys(named: &[(&str, &str)]) -> Vec<ApiKey> {
     let list: Vec<String> = named.iter().map(|(n, s)| format!("{n}={s}")).collect();
     genq::keys::parse_env_keys(&list.join(",")).unwrap()
