@@ -34,11 +34,7 @@ fn main() {
             "dry-run" => limiter_env(&dir),
             other => panic!("provider={other}: noop or dry-run"),
         };
-        // Let this pool's backends flush their statistics before the count.
-        db.pool.close().await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let before = db.transactions().await;
-        let db = db.reopen().await;
+        let (db, before) = db.transactions().await;
 
         let args = [
             "--provider", &provider,
@@ -55,10 +51,8 @@ fn main() {
         }
         let elapsed = start.elapsed();
         drop(workers);
-        db.pool.close().await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let statements = db.transactions().await - before - polls - 1;
-        let db = db.reopen().await;
+        let (db, after) = db.transactions().await;
+        let statements = after - before - polls - 1;
 
         let succeeded = db.count("succeeded").await;
         let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM genq.attempts WHERE outcome = 'succeeded'")

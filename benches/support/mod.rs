@@ -49,12 +49,6 @@ impl Scratch {
         }
     }
 
-    /// The same database with a fresh pool (after `pool.close()`).
-    pub async fn reopen(self) -> Scratch {
-        let pool = genq::db::connect(&self.url, 4).await.unwrap();
-        Scratch { pool, ..self }
-    }
-
     /// Drops the database.
     pub async fn finish(self) {
         self.pool.close().await;
@@ -89,16 +83,21 @@ impl Scratch {
 
     /// Transactions committed or rolled back in this database so far (every
     /// statement outside an explicit transaction is one). Statistics are
-    /// flushed when a backend exits or goes idle, so read this with the
-    /// workers stopped.
-    pub async fn transactions(&self) -> i64 {
-        sqlx::query_scalar(
+    /// flushed when a backend exits, so this closes the pool first, waits for
+    /// the flush, counts, and hands back the database with a fresh pool.
+    /// Read it with the workers stopped.
+    pub async fn transactions(self) -> (Scratch, i64) {
+        self.pool.close().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let n = sqlx::query_scalar(
             "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
         )
         .bind(&self.name)
         .fetch_one(&self.admin)
         .await
-        .unwrap()
+        .unwrap();
+        let pool = genq::db::connect(&self.url, 4).await.unwrap();
+        (Scratch { pool, ..self }, n)
     }
 
     /// Waits until `n` jobs have succeeded, polling every `every`.
