@@ -190,6 +190,8 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Enqueue order: the last tie-break of a job's place in line.
+    pub seq: i64,
 }
 
 impl TryFrom<String> for JobState {

@@ -344,6 +344,7 @@ async fn run_worker(
             max: Duration::from_secs(args.retry_max_secs),
         },
         retention: retention(args.retain_succeeded, args.retain_failed),
+        fallback_after: Duration::from_secs_f64(args.openai.fallback_after_secs),
         ..WorkerConfig::default()
     };
     let report = match args.provider {
@@ -408,7 +409,6 @@ fn images_provider(
         OutputStore::new(&args.output_dir),
         Keyring::new(keys, args.default_rpm),
         ImagesSettings {
-            fallback_after: Duration::from_secs_f64(args.fallback_after_secs),
             dry_run,
             ..ImagesSettings::default()
         },

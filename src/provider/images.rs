@@ -1,9 +1,8 @@
 //! The real provider: one job → one Images API call through a reserved key,
 //! with the answer classified and the key's state updated for every replica.
 //!
-//! - No key has room now → the job is rescheduled for the earliest moment
-//!   one will (no attempt spent); fallback models are tried first when the
-//!   primary's wait exceeds `fallback_after`.
+//! - The worker reserves room before it claims ([`Provider::reserve`]), so
+//!   a job reaches [`Provider::execute`] with a slot already held for it.
 //! - 429 → the key and its bucket cool for the provider's wait (or a
 //!   backoff growing with consecutive 429s); the job goes back at once for
 //!   another key. An unconfigured bucket also lowers its rate (AIMD).
@@ -11,9 +10,10 @@
 //! - content policy / invalid request → job failed, key unharmed.
 //! - 5xx / timeout / connection error → job retried with backoff; the key's
 //!   failure streak opens its circuit after a threshold.
-//! - If the rate-limit state cannot be read (database down), nothing is sent.
+//! - If the rate-limit state cannot be read (database down), nothing is
+//!   reserved, so nothing is claimed or sent.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -23,9 +23,9 @@ use std::time::Duration;
 use super::catalog;
 use super::classify::{self, Verdict};
 use super::headers;
-use super::keyring::{Keyring, NoSlot, Slot};
+use super::keyring::{Keyring, Slot};
 use super::openai::{CallFailure, ImagesClient};
-use super::{Call, Execution, Outcome, Provider};
+use super::{Call, Capacity, Execution, Outcome, Provider};
 use crate::job::Job;
 use crate::limiter::Aimd;
 use crate::output::OutputStore;
@@ -35,19 +35,12 @@ use crate::store::keys as key_store;
 /// Tunables of [`ImagesProvider`].
 #[derive(Debug, Clone)]
 pub struct ImagesSettings {
-    /// Try fallback models when the primary cannot be served within this.
-    pub fallback_after: Duration,
     /// Consecutive transient failures that open a key's circuit.
     pub circuit_threshold: i32,
     /// How long an open circuit keeps the key out.
     pub circuit_open: Duration,
     /// Cooldown after a 429 that named no wait, by consecutive 429s.
     pub rate_limit_backoff: Backoff,
-    /// When every key is disabled, look again after this.
-    pub disabled_recheck: Duration,
-    /// A key that frees up within this is waited for in the worker; a
-    /// longer wait reschedules the job (no worker sleeps for long).
-    pub inline_wait: Duration,
     /// Reserve a key's slot and book the call as usual, but send nothing and
     /// succeed at once: genq's own cost per job, limiter included, with no
     /// provider in the way (`genq worker --provider dry-run`).
@@ -57,15 +50,12 @@ pub struct ImagesSettings {
 impl Default for ImagesSettings {
     fn default() -> Self {
         ImagesSettings {
-            fallback_after: Duration::from_secs(30),
             circuit_threshold: 5,
             circuit_open: Duration::from_secs(30),
             rate_limit_backoff: Backoff {
                 base: Duration::from_secs(1),
                 max: Duration::from_secs(300),
             },
-            disabled_recheck: Duration::from_secs(60),
-            inline_wait: Duration::from_secs(2),
             dry_run: false,
         }
     }
@@ -84,12 +74,7 @@ pub struct ImagesProvider {
     successes: Mutex<HashMap<(String, String), i32>>,
     /// Held by the one task writing successes.
     booking: tokio::sync::Mutex<()>,
-    /// When "all keys busy" was last logged, per model.
-    waiting_reported: Mutex<HashMap<String, std::time::Instant>>,
 }
-
-/// How often "no key can take jobs now" is logged per model.
-const WAIT_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 impl ImagesProvider {
     pub fn new(
@@ -108,7 +93,6 @@ impl ImagesProvider {
             aimd: Mutex::new(HashMap::new()),
             successes: Mutex::new(HashMap::new()),
             booking: tokio::sync::Mutex::new(()),
-            waiting_reported: Mutex::new(HashMap::new()),
         }
     }
 
@@ -118,93 +102,27 @@ impl ImagesProvider {
     }
 
     async fn run(&self, job: &Job) -> Execution {
+        // A job the client cannot send fails before its slot is used, and
+        // the slot goes back: no key is charged for it.
         if let Err(err) = catalog::validate(&job.model, &job.prompt, &job.params) {
+            self.give_back_slots(&job.model, 1).await;
             return Execution::without_call(Outcome::Failed {
                 error: err.to_string(),
             });
         }
-        let cost = catalog::image_count(&job.params);
-        let mut models = vec![job.model.clone()];
-        models.extend(fallback_models(&job.params));
-
-        // A slot that frees within `inline_wait` is waited for here (the
-        // request then goes out the moment the budget allows); longer waits
-        // become a later run_at, so no worker sleeps for long.
-        let (soonest, why) = loop {
-            let (soonest, why) = match self.find_slot(&models, cost).await {
-                Ok(Found::Slot(model, slot)) => return self.call(job, &model, slot).await,
-                Ok(Found::Wait(soonest, why)) => (soonest, why),
-                Err(err) => {
-                    // Fail closed: without the shared budget we cannot know it is safe to send.
-                    tracing::warn!(error = %err, "rate-limit state unavailable; nothing sent");
-                    return reschedule(
-                        Utc::now() + chrono::Duration::seconds(1),
-                        format!("rate-limit state unavailable ({err}); nothing was sent"),
-                    );
-                }
-            };
-            match soonest.map(|at| (at - Utc::now()).to_std().unwrap_or_default()) {
-                Some(wait) if wait <= self.settings.inline_wait => tokio::time::sleep(wait).await,
-                _ => break (soonest, why),
-            }
-        };
-        let run_at =
-            soonest.unwrap_or_else(|| Utc::now() + to_chrono(self.settings.disabled_recheck));
-        let wait_ms = (run_at - Utc::now()).num_milliseconds().max(0);
-        let reason = why.join("; ");
-        crate::metrics::waiting_for_capacity(&job.model);
-        if self.should_report_waiting(&job.model) {
-            tracing::info!(event = "all_keys_cooling", job_id = %job.id, model = %job.model, wait_ms, reason = %reason, "no key can take jobs now; they wait (no attempt spent)");
-        } else {
-            tracing::debug!(event = "all_keys_cooling", job_id = %job.id, wait_ms, reason = %reason, "rescheduled");
-        }
-        reschedule(run_at, format!("waiting for capacity: {reason}"))
-    }
-
-    /// True at most once per [`WAIT_REPORT_EVERY`] per model, so a queue
-    /// of waiting jobs makes one log line, not one per job.
-    fn should_report_waiting(&self, model: &str) -> bool {
-        let mut last = self.waiting_reported.lock().expect("report lock");
-        let now = std::time::Instant::now();
-        match last.get(model) {
-            Some(at) if now.duration_since(*at) < WAIT_REPORT_EVERY => false,
-            _ => {
-                last.insert(model.to_string(), now);
-                true
-            }
+        match self.keyring.take(&job.model).await {
+            Some(slot) => self.call(job, &job.model, slot).await,
+            // Its slot went stale (the claim took too long): back in line.
+            None => Execution::without_call(Outcome::Reschedule {
+                reason: format!("no slot was left for {} when the job ran", job.model),
+            }),
         }
     }
 
-    /// Reserves a slot for the job's model, or a fallback model when the
-    /// primary cannot be served within `fallback_after`.
-    async fn find_slot(
-        &self,
-        models: &[String],
-        cost: u32,
-    ) -> Result<Found<'_>, crate::store::StoreError> {
-        let mut soonest: Option<DateTime<Utc>> = None;
-        let mut why = Vec::new();
-        for (i, model) in models.iter().enumerate() {
-            let no = match self.keyring.reserve(&self.pool, model, cost).await? {
-                Ok(slot) => return Ok(Found::Slot(model.clone(), slot)),
-                Err(no) => no,
-            };
-            let at = match &no {
-                NoSlot::Until(at) => Some(*at),
-                NoSlot::AllDisabled | NoSlot::NoKeyServes => None,
-            };
-            why.push(format!("{model}: {}", describe(&no)));
-            if let Some(at) = at {
-                soonest = Some(soonest.map_or(at, |s| s.min(at)));
-            }
-            // Wait for the primary if it frees up soon enough.
-            let primary_soon = i == 0
-                && at.is_some_and(|at| at - Utc::now() <= to_chrono(self.settings.fallback_after));
-            if primary_soon {
-                break;
-            }
+    async fn give_back_slots(&self, model: &str, n: usize) {
+        if let Err(err) = self.keyring.give_back(&self.pool, model, n).await {
+            tracing::warn!(error = %err, model, "giving back unused slots failed; they lapse");
         }
-        Ok(Found::Wait(soonest, why))
     }
 
     async fn call(&self, job: &Job, model: &str, slot: Slot<'_>) -> Execution {
@@ -213,12 +131,22 @@ impl ImagesProvider {
         }
         let key_id = slot.key.id.clone();
         let started_at = Utc::now();
-        let response = self
+        let call = self
             .client
-            .generate(&slot.key.secret, model, &job.prompt, &job.params)
-            .await;
+            .generate(&slot.key.secret, model, &job.prompt, &job.params);
+        let response = if slot.slow {
+            // Book the send as it happens, so the next slot is a full
+            // interval after it even if this one went out a little late.
+            let cost = catalog::image_count(&job.params) as i32;
+            let (response, booked) =
+                tokio::join!(call, key_store::book_sent(&self.pool, &slot.bucket, cost));
+            self.note(booked);
+            response
+        } else {
+            call.await
+        };
         let now = Utc::now();
-        self.learn(&slot.bucket, &response.headers, now).await;
+        self.learn(&slot.bucket, &response.headers).await;
         let verdict = match &response.result {
             Ok(_) => Verdict::Success,
             Err(CallFailure::Http { status, body }) => {
@@ -269,13 +197,12 @@ impl ImagesProvider {
                 }
             }
             Verdict::RateLimited { wait } => {
-                let (until, reason) = self.cool(&key_id, &slot.bucket, wait, status).await;
-                let wait_ms = (until - now).num_milliseconds().max(0);
-                tracing::info!(event = "rate_limited_rescheduled", job_id = %job.id, key_id = %key_id, wait_ms, "429: job goes back for another key");
+                let (left, reason) = self.cool(&key_id, &slot.bucket, wait, status).await;
+                let wait_ms = left.as_millis() as i64;
+                tracing::info!(event = "rate_limited_rescheduled", job_id = %job.id, key_id = %key_id, wait_ms, "429: job goes back in line for another key");
                 Execution {
                     outcome: Outcome::Reschedule {
                         reason: reason.clone(),
-                        run_at: now,
                     },
                     call: Some(record(
                         "rate_limited",
@@ -291,7 +218,6 @@ impl ImagesProvider {
                 Execution {
                     outcome: Outcome::Reschedule {
                         reason: format!("key {key_id} disabled: {reason}"),
-                        run_at: now,
                     },
                     call: Some(record("key_rejected", Some(reason), None)),
                 }
@@ -357,15 +283,15 @@ impl ImagesProvider {
         }
     }
 
-    /// Cools the key and bucket after a 429; returns the deadline and a reason.
+    /// Cools the key and bucket after a 429, from the moment the answer
+    /// arrived; returns how long the key now cools, and a reason.
     async fn cool(
         &self,
         key_id: &str,
         bucket: &str,
         wait: Option<Duration>,
         status: Option<u16>,
-    ) -> (DateTime<Utc>, String) {
-        let now = Utc::now();
+    ) -> (Duration, String) {
         let (streak, rpm, source) =
             match key_store::note_rate_limited(&self.pool, key_id, bucket).await {
                 Ok(found) => found,
@@ -394,21 +320,20 @@ impl ImagesProvider {
             status.unwrap_or(429),
             wait.as_secs_f64()
         );
-        let until = now + to_chrono(wait);
-        let until =
-            match key_store::cool_down(&self.pool, key_id, bucket, until, &reason, new_rpm).await {
-                Ok(kept) => kept,
+        let left =
+            match key_store::cool_down(&self.pool, key_id, bucket, wait, &reason, new_rpm).await {
+                Ok(left) => left,
                 Err(err) => {
                     tracing::warn!(error = %err, "persisting a cooldown failed");
-                    until
+                    wait
                 }
             };
-        tracing::info!(event = "key_cooldown", key_id = %key_id, wait_ms = (until - now).num_milliseconds().max(0), new_rpm, "key cooling down");
-        (until, reason)
+        tracing::info!(event = "key_cooldown", key_id = %key_id, wait_ms = left.as_millis() as u64, new_rpm, "key cooling down");
+        (left, reason)
     }
 
     /// Learns limits the provider announced in its headers.
-    async fn learn(&self, bucket: &str, headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) {
+    async fn learn(&self, bucket: &str, headers: &reqwest::header::HeaderMap) {
         let info = headers::rate_limit_info(headers);
         if let Some(rpm) = crate::limiter::learned_rate(&info) {
             self.note(key_store::set_rate(&self.pool, bucket, rpm, "learned").await);
@@ -416,7 +341,7 @@ impl ImagesProvider {
         if info.remaining_requests == Some(0)
             && let Some(reset) = info.reset_requests
         {
-            self.note(key_store::hold_bucket(&self.pool, bucket, now + to_chrono(reset)).await);
+            self.note(key_store::hold_bucket(&self.pool, bucket, reset).await);
         }
     }
 
@@ -493,45 +418,35 @@ impl ImagesProvider {
 }
 
 impl Provider for ImagesProvider {
+    fn limited(&self) -> bool {
+        true
+    }
+
+    async fn reserve(&self, model: &str, cost: u32, want: usize) -> Capacity {
+        match self.keyring.capacity(&self.pool, model, cost, want).await {
+            Ok(Ok(n)) => Capacity::Slots(n),
+            Ok(Err(no)) => Capacity::Wait {
+                retry_in: match no {
+                    super::keyring::NoSlot::Until(wait) => Some(wait),
+                    _ => None,
+                },
+                reason: no.describe(model),
+            },
+            // Fail closed: without the shared budget we cannot know it is safe to send.
+            Err(err) => Capacity::Wait {
+                retry_in: Some(Duration::from_secs(1)),
+                reason: format!("rate-limit state unavailable ({err}); nothing is sent"),
+            },
+        }
+    }
+
+    async fn give_back(&self, model: &str, n: usize) {
+        self.give_back_slots(model, n).await;
+    }
+
     async fn execute(&self, job: &Job) -> Execution {
         self.run(job).await
     }
-}
-
-/// What [`ImagesProvider::find_slot`] found.
-enum Found<'a> {
-    /// A slot on this model.
-    Slot(String, Slot<'a>),
-    /// None now: the soonest one frees up (None: no usable key), and why.
-    Wait(Option<DateTime<Utc>>, Vec<String>),
-}
-
-fn reschedule(run_at: DateTime<Utc>, reason: String) -> Execution {
-    Execution::without_call(Outcome::Reschedule { reason, run_at })
-}
-
-fn describe(no: &NoSlot) -> String {
-    match no {
-        NoSlot::Until(at) => format!(
-            "next key free in {:.1}s",
-            (*at - Utc::now()).num_milliseconds().max(0) as f64 / 1000.0
-        ),
-        NoSlot::AllDisabled => "every key is disabled (see genq keys list)".into(),
-        NoSlot::NoKeyServes => "no configured key serves this model".into(),
-    }
-}
-
-fn fallback_models(params: &Value) -> Vec<String> {
-    params
-        .get("fallback_models")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn to_chrono(d: Duration) -> chrono::Duration {

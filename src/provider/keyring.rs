@@ -2,22 +2,22 @@
 //! a model, which bucket each draws from (its account's, else its own), and
 //! the reservation that picks the key with the most room right now.
 //!
-//! Reservations are coalesced per model: while one round trip is out, the
-//! jobs that want a slot queue behind it, and the next round trip asks for
-//! as many slots as jobs are waiting. A fast key grants them all at once
-//! (each at its GCRA moment, within [`BATCH_HORIZON`]); a slow key grants
-//! one, exactly as if every job had asked alone.
+//! The worker reserves before it claims ([`Keyring::capacity`]): one round
+//! trip asks for as many slots of a model as it could run. A fast key grants
+//! them all at once (each at its GCRA moment, within [`BATCH_HORIZON`]); a
+//! slow key grants one. Granted slots wait here, per model, for the jobs
+//! claimed for them ([`Keyring::take`]); slots no job was claimed for go
+//! back to their buckets ([`Keyring::give_back`]).
 
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::keys::ApiKey;
 use crate::store::StoreError;
-use crate::store::keys::{self as key_store, BucketSpec, KeyRow};
+use crate::store::keys::{self as key_store, BucketSpec, KeyRow, Unused};
 
 /// The bucket of `scope` (account or key id) for `model`.
 pub fn bucket_id(scope: &str, model: &str) -> String {
@@ -27,7 +27,7 @@ pub fn bucket_id(scope: &str, model: &str) -> String {
 /// How far ahead one round trip may reserve slots of a fast key.
 pub const BATCH_HORIZON: Duration = Duration::from_millis(50);
 /// Most slots one round trip asks for.
-const MAX_BATCH: u32 = 64;
+const MAX_BATCH: usize = 64;
 /// A granted slot unused this long after its moment is dropped, so late
 /// requests never bunch up with the next ones.
 const STALE_AFTER: Duration = Duration::from_millis(250);
@@ -37,65 +37,47 @@ const STALE_AFTER: Duration = Duration::from_millis(250);
 pub struct Slot<'a> {
     pub key: &'a ApiKey,
     pub bucket: String,
+    /// Whether the bucket grants one slot at a time (its interval is longer
+    /// than [`BATCH_HORIZON`]): the send is then booked at the moment it
+    /// happens ([`key_store::book_sent`]).
+    pub slow: bool,
 }
 
-/// A slot granted by a batch reservation and not yet handed out.
+/// A slot granted by a reservation and not yet handed out.
 #[derive(Debug)]
 struct Granted {
     key: usize,
     bucket: String,
-    at: DateTime<Utc>,
-}
-
-/// The coalescing state of one (model, cost).
-#[derive(Default)]
-struct Pending {
-    granted: Mutex<VecDeque<Granted>>,
-    /// One reservation round trip at a time; the others wait for its slots.
-    turn: tokio::sync::Mutex<()>,
-    /// Callers inside [`Keyring::reserve`] for this (model, cost).
-    waiting: AtomicU32,
-}
-
-impl Pending {
-    /// The next granted slot that is not stale, dropping stale ones.
-    fn take(&self, now: DateTime<Utc>) -> Option<Granted> {
-        let stale = chrono::Duration::from_std(STALE_AFTER).expect("small");
-        let mut granted = self.granted.lock().expect("granted lock");
-        while let Some(g) = granted.pop_front() {
-            if g.at + stale >= now {
-                return Some(g);
-            }
-        }
-        None
-    }
-}
-
-/// Counts a caller as waiting for as long as it lives.
-struct Waiting<'a>(&'a AtomicU32);
-
-impl<'a> Waiting<'a> {
-    fn enter(counter: &'a AtomicU32) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Waiting(counter)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    at: Instant,
+    cost: u32,
+    slow: bool,
 }
 
 /// Why no key could take the call now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NoSlot {
-    /// The soonest a key serving the model frees up.
-    Until(DateTime<Utc>),
+    /// How long until the soonest key serving the model frees up (database clock).
+    Until(Duration),
     /// Every key that could serve the model is disabled.
     AllDisabled,
     /// No configured key serves the model at all.
     NoKeyServes,
+}
+
+impl NoSlot {
+    /// What an operator reads: why jobs of `model` wait.
+    pub fn describe(&self, model: &str) -> String {
+        match self {
+            NoSlot::Until(wait) => format!(
+                "every key serving {model} is busy or cooling; the next is free in {:.1}s",
+                wait.as_secs_f64()
+            ),
+            NoSlot::AllDisabled => {
+                format!("every key serving {model} is disabled; see genq keys list")
+            }
+            NoSlot::NoKeyServes => format!("no configured key serves {model}"),
+        }
+    }
 }
 
 /// The keys of this process and the buckets it has made sure exist.
@@ -104,7 +86,8 @@ pub struct Keyring {
     /// Rate assumed for a bucket with no configured limit, until learned.
     default_rpm: f64,
     ensured: Mutex<HashSet<String>>,
-    pending: Mutex<HashMap<(String, u32), Arc<Pending>>>,
+    /// Slots reserved per model and not yet handed to a job.
+    granted: Mutex<HashMap<String, VecDeque<Granted>>>,
 }
 
 impl Keyring {
@@ -113,7 +96,7 @@ impl Keyring {
             keys,
             default_rpm,
             ensured: Mutex::new(HashSet::new()),
-            pending: Mutex::new(HashMap::new()),
+            granted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,53 +113,88 @@ impl Keyring {
         key_store::register(pool, &rows).await
     }
 
-    /// Reserves a call of `cost` images on `model`, returning when the call
-    /// may go out.
-    pub async fn reserve(
+    /// Reserves up to `want` calls of `model` (the first costing `cost`
+    /// images) in one round trip; returns how many were granted. They wait
+    /// for [`Keyring::take`].
+    pub async fn capacity(
         &self,
         pool: &PgPool,
         model: &str,
         cost: u32,
-    ) -> Result<Result<Slot<'_>, NoSlot>, StoreError> {
-        let pending = self.pending_for(model, cost);
-        let _waiting = Waiting::enter(&pending.waiting);
-        loop {
-            if let Some(granted) = pending.take(Utc::now()) {
-                if let Ok(wait) = (granted.at - Utc::now()).to_std() {
-                    tokio::time::sleep(wait).await;
-                }
-                return Ok(Ok(Slot {
-                    key: &self.keys[granted.key],
-                    bucket: granted.bucket,
-                }));
-            }
-            let _turn = pending.turn.lock().await;
-            if !pending.granted.lock().expect("granted lock").is_empty() {
-                continue; // the round trip before ours left slots
-            }
-            let want = pending.waiting.load(Ordering::SeqCst).clamp(1, MAX_BATCH);
-            let (key, bucket, slots) = match self.reserve_batch(pool, model, cost, want).await? {
+        want: usize,
+    ) -> Result<Result<usize, NoSlot>, StoreError> {
+        let want = want.clamp(1, MAX_BATCH) as u32;
+        let (key, bucket, waits, interval) =
+            match self.reserve_batch(pool, model, cost, want).await? {
                 Ok(granted) => granted,
                 Err(no) => return Ok(Err(no)),
             };
-            pending
-                .granted
-                .lock()
-                .expect("granted lock")
-                .extend(slots.into_iter().map(|at| Granted {
-                    key,
-                    bucket: bucket.clone(),
-                    at,
-                }));
-        }
+        let now = Instant::now();
+        let slow = interval >= BATCH_HORIZON;
+        let n = waits.len();
+        self.granted
+            .lock()
+            .expect("granted lock")
+            .entry(model.to_string())
+            .or_default()
+            .extend(waits.into_iter().map(|wait| Granted {
+                key,
+                bucket: bucket.clone(),
+                at: now + wait,
+                cost,
+                slow,
+            }));
+        Ok(Ok(n))
     }
 
-    fn pending_for(&self, model: &str, cost: u32) -> Arc<Pending> {
-        let mut pending = self.pending.lock().expect("pending lock");
-        pending
-            .entry((model.to_string(), cost))
-            .or_default()
-            .clone()
+    /// The next slot granted for `model`, once its moment has come; `None`
+    /// if none is left (stale ones are dropped: see [`STALE_AFTER`]).
+    pub async fn take(&self, model: &str) -> Option<Slot<'_>> {
+        let granted = {
+            let mut all = self.granted.lock().expect("granted lock");
+            let queue = all.get_mut(model)?;
+            let now = Instant::now();
+            loop {
+                let g = queue.pop_front()?;
+                if g.at + STALE_AFTER >= now {
+                    break g;
+                }
+            }
+        };
+        tokio::time::sleep_until(granted.at).await;
+        Some(Slot {
+            key: &self.keys[granted.key],
+            bucket: granted.bucket,
+            slow: granted.slow,
+        })
+    }
+
+    /// Gives `n` slots of `model` back to their buckets: the worker claimed
+    /// fewer jobs than it reserved for, or a job failed before its call.
+    pub async fn give_back(&self, pool: &PgPool, model: &str, n: usize) -> Result<(), StoreError> {
+        let returned: Vec<Granted> = {
+            let mut all = self.granted.lock().expect("granted lock");
+            let Some(queue) = all.get_mut(model) else {
+                return Ok(());
+            };
+            let keep = queue.len().saturating_sub(n);
+            queue.drain(keep..).collect()
+        };
+        if returned.is_empty() {
+            return Ok(());
+        }
+        let mut by_bucket: HashMap<String, Unused> = HashMap::new();
+        for g in returned {
+            let unused = by_bucket.entry(g.bucket.clone()).or_insert(Unused {
+                bucket_id: g.bucket,
+                requests: 0,
+                images: 0,
+            });
+            unused.requests += 1;
+            unused.images += g.cost as i32;
+        }
+        let unused: Vec<Unused> = by_bucket.into_values().collect();
+        key_store::give_back(pool, &unused).await
     }
 
     /// One round trip for up to `want` slots: (key index, bucket, moments).
@@ -186,7 +204,7 @@ impl Keyring {
         model: &str,
         cost: u32,
         want: u32,
-    ) -> Result<Result<(usize, String, Vec<DateTime<Utc>>), NoSlot>, StoreError> {
+    ) -> Result<Result<(usize, String, Vec<Duration>, Duration), NoSlot>, StoreError> {
         let serving: Vec<(usize, String)> = self
             .keys
             .iter()
@@ -215,7 +233,7 @@ impl Keyring {
                     .into_iter()
                     .find(|(i, _)| self.keys[*i].id == id)
                     .expect("reserved one of ours");
-                Ok((key, bucket, found.slots))
+                Ok((key, bucket, found.slots, found.interval.unwrap_or_default()))
             }
             (None, Some(at)) => Err(NoSlot::Until(at)),
             (None, None) => Err(NoSlot::AllDisabled),

@@ -30,11 +30,27 @@ pub enum Outcome {
     Failed { error: String },
     /// A real failure that may pass (5xx, timeout): retry with backoff, spending an attempt.
     Retry { error: String },
-    /// Not the job's fault (no key has capacity, a key was rate limited or
-    /// disabled): run again at `run_at` without spending an attempt.
-    Reschedule {
+    /// Not the job's fault (a key was rate limited or disabled, no key had
+    /// room after all): back in line with its place kept, no attempt spent.
+    /// The worker claims it again once a key has room.
+    Reschedule { reason: String },
+}
+
+/// Room a provider has for jobs of one model right now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Capacity {
+    /// This many calls may go out now. The provider holds a slot for each,
+    /// for the next jobs of the model it executes; the worker claims at most
+    /// that many and gives back the rest ([`Provider::give_back`]).
+    Slots(usize),
+    /// No call may go out now.
+    Wait {
+        /// How long until a key may have room, by the database's clock;
+        /// `None` when none will without a change to the keys (all disabled,
+        /// none serves the model).
+        retry_in: Option<Duration>,
+        /// Why, for operators: e.g. "every key serving gpt-image-2 is disabled".
         reason: String,
-        run_at: DateTime<Utc>,
     },
 }
 
@@ -68,7 +84,35 @@ impl Execution {
 }
 
 /// Executes jobs. One instance serves every in-flight job of a worker.
+///
+/// A rate-limited provider says so with [`Provider::limited`]; the worker
+/// then asks [`Provider::reserve`] for room before it claims any job, so a
+/// job that would only wait is never claimed (never written).
 pub trait Provider: Send + Sync + 'static {
+    /// Whether calls need room reserved first. Unlimited providers are
+    /// claimed for across models in one round trip.
+    fn limited(&self) -> bool {
+        false
+    }
+
+    /// Reserves room for up to `want` calls of `model`, the first costing
+    /// `cost` images.
+    fn reserve(
+        &self,
+        model: &str,
+        cost: u32,
+        want: usize,
+    ) -> impl Future<Output = Capacity> + Send {
+        let _ = (model, cost);
+        std::future::ready(Capacity::Slots(want))
+    }
+
+    /// Hands back `n` slots of `model` that no claimed job will use.
+    fn give_back(&self, model: &str, n: usize) -> impl Future<Output = ()> + Send {
+        let _ = (model, n);
+        std::future::ready(())
+    }
+
     /// Runs one claimed job. Must not panic on bad input: a job the provider
     /// cannot run is an [`Outcome::Failed`] with a message saying why.
     fn execute(&self, job: &Job) -> impl Future<Output = Execution> + Send;

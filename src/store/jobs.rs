@@ -89,11 +89,13 @@ pub async fn insert_plain(
     Ok(done.rows_affected())
 }
 
-/// Claims up to `limit` runnable jobs of `queues` for `worker`, highest
-/// priority first, then oldest `run_at`. Each claim counts an attempt and
-/// takes a lease the worker must keep alive with [`heartbeat`]. Queues are
-/// served in the order given, one index scan each (`queue = ANY(...)` would
-/// make the planner sort every queued row).
+/// Claims up to `limit` runnable jobs of `queues` for `worker`, in line
+/// order: highest priority first, then oldest `run_at`, then enqueue order.
+/// Each claim counts an attempt and takes a lease the worker must keep alive
+/// with [`heartbeat`]. Queues are served in the order given, one index scan
+/// each (`queue = ANY(...)` would make the planner sort every queued row).
+/// For providers without rate limits; the others claim per model
+/// ([`claim_model`]) once a key has room.
 pub async fn claim(
     pool: &PgPool,
     worker: &str,
@@ -105,7 +107,8 @@ pub async fn claim(
         WITH picked AS (
             SELECT id FROM genq.jobs
              WHERE state = 'queued' AND queue = $1 AND run_at <= now()
-             ORDER BY priority DESC, run_at
+               AND (expires_at IS NULL OR expires_at > now())
+             ORDER BY priority DESC, run_at, seq
              LIMIT $2
              FOR UPDATE SKIP LOCKED)
         UPDATE genq.jobs j
@@ -132,6 +135,149 @@ pub async fn claim(
     Ok(jobs)
 }
 
+/// Which jobs of one queue a claim may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serve<'a> {
+    /// Jobs of this model.
+    Model(&'a str),
+    /// Jobs of `model` that list `fallback` in `params.fallback_models`,
+    /// to run on the fallback while their own model must wait.
+    Fallback { model: &'a str, fallback: &'a str },
+}
+
+/// Claims up to `limit` due jobs of `queue` that `serve` selects, in line
+/// order (priority, `run_at`, enqueue order), for a worker that already
+/// holds that many provider slots. See [`claim`] for the lease.
+pub async fn claim_model(
+    pool: &PgPool,
+    worker: &str,
+    queue: &str,
+    serve: Serve<'_>,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<Job>, StoreError> {
+    const CLAIM: &str = "
+        WITH picked AS (
+            SELECT id FROM genq.jobs
+             WHERE state = 'queued' AND queue = $1 AND model = $2 AND run_at <= now()
+               AND (expires_at IS NULL OR expires_at > now())
+               AND ($6::text IS NULL OR (params ? 'fallback_models' AND params->'fallback_models' ? $6))
+             ORDER BY priority DESC, run_at, seq
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED)
+        UPDATE genq.jobs j
+           SET state = 'running', attempts = j.attempts + 1, locked_by = $4,
+               lease_expires_at = now() + make_interval(secs => $5),
+               started_at = now(), updated_at = now()
+          FROM picked
+         WHERE j.id = picked.id
+        RETURNING j.*";
+    let (model, fallback) = match serve {
+        Serve::Model(model) => (model, None),
+        Serve::Fallback { model, fallback } => (model, Some(fallback)),
+    };
+    let mut jobs: Vec<Job> = sqlx::query_as(CLAIM)
+        .bind(queue)
+        .bind(model)
+        .bind(limit as i64)
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .bind(fallback)
+        .fetch_all(pool)
+        .await?;
+    // UPDATE … RETURNING does not keep the CTE's order.
+    jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.seq));
+    Ok(jobs)
+}
+
+/// A model with due jobs in a queue, and what its first job in line costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueModel {
+    pub model: String,
+    /// Images the first job in line asks for (`params.n`, default 1).
+    pub cost: u32,
+}
+
+/// The models that have due jobs in `queue`, the one whose first job is
+/// most urgent first. A loose index scan: one probe per model, however deep
+/// the backlog.
+pub async fn due_models(pool: &PgPool, queue: &str) -> Result<Vec<DueModel>, StoreError> {
+    const DUE: &str = "
+        WITH RECURSIVE models AS (
+            (SELECT model FROM genq.jobs WHERE state = 'queued' AND queue = $1 ORDER BY model LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.model FROM genq.jobs j
+                     WHERE j.state = 'queued' AND j.queue = $1 AND j.model > m.model
+                     ORDER BY j.model LIMIT 1)
+              FROM models m WHERE m.model IS NOT NULL
+        )
+        SELECT m.model, h.n FROM models m
+         CROSS JOIN LATERAL (
+            SELECT j.priority, j.run_at, j.seq,
+                   CASE WHEN jsonb_typeof(j.params->'n') = 'number'
+                        THEN greatest(1, least(100, (j.params->>'n')::numeric))::int ELSE 1 END AS n
+              FROM genq.jobs j
+             WHERE j.state = 'queued' AND j.queue = $1 AND j.model = m.model AND j.run_at <= now()
+             ORDER BY j.priority DESC, j.run_at, j.seq
+             LIMIT 1) h
+         WHERE m.model IS NOT NULL
+         ORDER BY h.priority DESC, h.run_at, h.seq";
+    let rows: Vec<(String, i32)> = sqlx::query_as(DUE).bind(queue).fetch_all(pool).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(model, n)| DueModel {
+            model,
+            cost: n.max(1) as u32,
+        })
+        .collect())
+}
+
+/// The fallback models named by the first due jobs of `model` in `queue`
+/// that have any, most urgent first.
+pub async fn fallback_models(
+    pool: &PgPool,
+    queue: &str,
+    model: &str,
+) -> Result<Vec<String>, StoreError> {
+    const FALLBACKS: &str = "
+        SELECT f.model FROM (
+            SELECT params->'fallback_models' AS models FROM genq.jobs
+             WHERE state = 'queued' AND queue = $1 AND model = $2 AND run_at <= now()
+               AND params ? 'fallback_models'
+             ORDER BY priority DESC, run_at, seq
+             LIMIT 16) j
+         CROSS JOIN LATERAL jsonb_array_elements_text(
+                CASE WHEN jsonb_typeof(j.models) = 'array' THEN j.models ELSE '[]' END)
+                WITH ORDINALITY AS f(model, ord)
+         GROUP BY f.model
+         ORDER BY min(f.ord), f.model";
+    Ok(sqlx::query_scalar(FALLBACKS)
+        .bind(queue)
+        .bind(model)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Fails queued jobs whose `expires_at` has passed: they waited for capacity
+/// past their deadline and were never claimed. Safe from every worker at once.
+pub async fn expire(pool: &PgPool, limit: i64) -> Result<u64, StoreError> {
+    const EXPIRE: &str = "
+        WITH doomed AS (
+            SELECT id FROM genq.jobs
+             WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= now()
+             ORDER BY expires_at
+             LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+        UPDATE genq.jobs j
+           SET state = 'failed', finished_at = now(), updated_at = now(),
+               last_error = format('expired at %s while waiting for capacity%s', j.expires_at,
+                                   CASE WHEN j.last_error IS NULL THEN '' ELSE ': ' || j.last_error END)
+          FROM doomed d
+         WHERE j.id = d.id";
+    let done = sqlx::query(EXPIRE).bind(limit).execute(pool).await?;
+    Ok(done.rows_affected())
+}
+
 /// Extends the lease of every job `worker` holds. Returns how many it holds.
 pub async fn heartbeat(pool: &PgPool, worker: &str, lease: Duration) -> Result<u64, StoreError> {
     const HEARTBEAT: &str = "
@@ -154,10 +300,13 @@ pub enum Finish {
     Succeeded { result: Value },
     /// Failed for good; `error` says why.
     Failed { error: String },
-    /// Back to the queue, to run again at `run_at`; `error` says why.
+    /// Back to the queue; `error` says why. With a `delay`, the job runs
+    /// again that long after the database's `now()` (a real failure backs
+    /// off); without one it keeps its `run_at`, and so its place in line (a
+    /// rate limit or a released slot is not the job's fault).
     Requeue {
         error: String,
-        run_at: DateTime<Utc>,
+        delay: Option<Duration>,
     },
 }
 
@@ -209,9 +358,9 @@ pub async fn complete(
     const COMPLETE: &str = "
         WITH input AS (
             SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::bool[], $6::jsonb[],
-                                 $7::text[], $8::timestamptz[], $9::text[], $10::text[],
+                                 $7::text[], $8::float8[], $9::text[], $10::text[],
                                  $11::int[], $12::text[], $13::int8[], $14::timestamptz[])
-                AS t(id, attempt, state, refund, result, error, run_at,
+                AS t(id, attempt, state, refund, result, error, delay_secs,
                      call_outcome, key_id, http_status, call_error, retry_after_ms, call_started_at)
         ), updated AS (
             UPDATE genq.jobs j
@@ -219,7 +368,8 @@ pub async fn complete(
                    attempts = CASE WHEN i.refund THEN j.attempts - 1 ELSE j.attempts END,
                    result = coalesce(i.result, j.result),
                    last_error = i.error,
-                   run_at = coalesce(i.run_at, j.run_at),
+                   run_at = CASE WHEN i.delay_secs IS NULL THEN j.run_at
+                                 ELSE now() + make_interval(secs => i.delay_secs) END,
                    finished_at = CASE WHEN i.state = 'queued' THEN NULL ELSE now() END,
                    locked_by = NULL, lease_expires_at = NULL, updated_at = now()
               FROM input i
@@ -243,7 +393,7 @@ pub async fn complete(
     let mut refunds = Vec::with_capacity(n);
     let mut results: Vec<Option<Value>> = Vec::with_capacity(n);
     let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut delays: Vec<Option<f64>> = Vec::with_capacity(n);
     let mut call_outcomes: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut key_ids: Vec<Option<String>> = Vec::with_capacity(n);
     let mut statuses: Vec<Option<i32>> = Vec::with_capacity(n);
@@ -255,14 +405,16 @@ pub async fn complete(
         attempts.push(c.attempt);
         states.push(c.finish.state());
         refunds.push(c.refund);
-        let (result, error, run_at) = match &c.finish {
+        let (result, error, delay) = match &c.finish {
             Finish::Succeeded { result } => (Some(result.clone()), None, None),
             Finish::Failed { error } => (None, Some(error.clone()), None),
-            Finish::Requeue { error, run_at } => (None, Some(error.clone()), Some(*run_at)),
+            Finish::Requeue { error, delay } => {
+                (None, Some(error.clone()), delay.map(|d| d.as_secs_f64()))
+            }
         };
         results.push(result);
         errors.push(error);
-        run_ats.push(run_at);
+        delays.push(delay);
         let call = c.call.as_ref();
         call_outcomes.push(call.map(|c| c.outcome));
         key_ids.push(call.and_then(|c| c.key_id.clone()));
@@ -279,7 +431,7 @@ pub async fn complete(
         .bind(&refunds)
         .bind(&results)
         .bind(&errors)
-        .bind(&run_ats)
+        .bind(&delays)
         .bind(&call_outcomes)
         .bind(&key_ids)
         .bind(&statuses)

@@ -92,23 +92,23 @@ pub async fn ensure_buckets(pool: &PgPool, specs: &[BucketSpec]) -> Result<(), S
     Ok(())
 }
 
-/// Granted key, slot moments, earliest moment of any candidate, raced.
-type ReserveRow = (
-    Option<String>,
-    Vec<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    bool,
-);
+/// Granted key, slot waits, its bucket's interval, wait for the earliest
+/// candidate (seconds), raced.
+type ReserveRow = (Option<String>, Vec<f64>, Option<f64>, Option<f64>, bool);
 
-/// What [`reserve`] found.
+/// What [`reserve`] found. Times are waits from the database's `now()`, so
+/// a worker whose clock is off neither sends early nor sleeps too long.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
     /// The key whose bucket granted the slots, if any.
     pub key_id: Option<String>,
-    /// When each granted slot may be used, earliest first (empty if none).
-    pub slots: Vec<DateTime<Utc>>,
-    /// When the earliest usable candidate frees up (None: every candidate is disabled).
-    pub earliest: Option<DateTime<Utc>>,
+    /// How long until each granted slot may be used, soonest first (empty if none).
+    pub slots: Vec<std::time::Duration>,
+    /// The granting bucket's interval between requests (60 s / rate).
+    pub interval: Option<std::time::Duration>,
+    /// How long until the earliest usable candidate frees up (None: every
+    /// candidate is disabled).
+    pub earliest: Option<std::time::Duration>,
 }
 
 /// Reserves up to `want` requests of `cost` images on the candidate whose
@@ -169,18 +169,21 @@ pub async fn reserve(
                AND (b.images_per_minute IS NULL
                     OR b.tat_images - make_interval(secs => 60.0 / b.images_per_minute * (greatest(b.burst, $3) - $3)) <= now())
             RETURNING p.key_id,
-                      ARRAY(SELECT greatest(now(), greatest(p.tat, now())
-                                                   + make_interval(secs => p.every * (j - p.burst + 1)))
-                              FROM generate_series(0, p.n - 1) j) AS slots
+                      ARRAY(SELECT greatest(0, extract(epoch FROM greatest(p.tat, now())
+                                                   + make_interval(secs => p.every * (j - p.burst + 1)) - now()))::float8
+                              FROM generate_series(0, p.n - 1) j) AS slots,
+                      p.every::float8 AS every
         )
         SELECT (SELECT key_id FROM reserved), coalesce((SELECT slots FROM reserved), '{}'),
-               (SELECT min(available_at) FROM avail), EXISTS (SELECT 1 FROM pick) AS raced";
+               (SELECT every FROM reserved),
+               (SELECT extract(epoch FROM min(available_at) - now())::float8 FROM avail),
+               EXISTS (SELECT 1 FROM pick) AS raced";
     let keys: Vec<&str> = candidates.iter().map(|c| c.0).collect();
     let buckets: Vec<&str> = candidates.iter().map(|c| c.1).collect();
     // A candidate that looked free but was taken by a concurrent caller
     // (the row lock's recheck failed) means the snapshot was stale: look again.
     for _ in 0..16 {
-        let (key_id, slots, earliest, raced): ReserveRow = sqlx::query_as(RESERVE)
+        let (key_id, slots, interval, earliest, raced): ReserveRow = sqlx::query_as(RESERVE)
             .bind(&keys)
             .bind(&buckets)
             .bind(cost.max(1) as i32)
@@ -191,16 +194,75 @@ pub async fn reserve(
         if key_id.is_some() || !raced {
             return Ok(Reservation {
                 key_id,
-                slots,
-                earliest,
+                slots: slots.into_iter().map(secs).collect(),
+                interval: interval.map(secs),
+                earliest: earliest.map(secs),
             });
         }
     }
     Ok(Reservation {
         key_id: None,
         slots: Vec::new(),
-        earliest: Some(Utc::now()),
+        interval: None,
+        earliest: Some(std::time::Duration::ZERO),
     })
+}
+
+/// Seconds from the database as a wait; a moment already past is no wait.
+fn secs(s: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(s).unwrap_or_default()
+}
+
+/// Slots reserved on a bucket that no call will use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unused {
+    pub bucket_id: String,
+    pub requests: i32,
+    pub images: i32,
+}
+
+/// Gives unused slots back to their buckets: each bucket's TAT moves back
+/// by what they cost, never before `now()` (a returned slot is room now, not
+/// a burst saved up).
+pub async fn give_back(pool: &PgPool, unused: &[Unused]) -> Result<(), StoreError> {
+    let ids: Vec<&str> = unused.iter().map(|u| u.bucket_id.as_str()).collect();
+    let requests: Vec<i32> = unused.iter().map(|u| u.requests).collect();
+    let images: Vec<i32> = unused.iter().map(|u| u.images).collect();
+    sqlx::query(
+        "UPDATE genq.key_buckets b
+            SET tat_requests = greatest(now(), b.tat_requests - make_interval(secs => 60.0 / b.requests_per_minute * u.requests)),
+                tat_images = CASE WHEN b.images_per_minute IS NULL THEN b.tat_images
+                             ELSE greatest(now(), b.tat_images - make_interval(secs => 60.0 / b.images_per_minute * u.images)) END,
+                updated_at = now()
+           FROM (SELECT id, sum(requests) AS requests, sum(images) AS images
+                   FROM unnest($1::text[], $2::int[], $3::int[]) AS t(id, requests, images) GROUP BY id) u
+          WHERE b.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&requests)
+    .bind(&images)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Books a request as sent now: the bucket's next slot is no sooner than
+/// one interval after this moment, by the database's clock. A slot used a
+/// little late thus never bunches with the next one, which a provider that
+/// allows no burst would answer with a 429.
+pub async fn book_sent(pool: &PgPool, bucket_id: &str, images: i32) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE genq.key_buckets
+            SET tat_requests = greatest(tat_requests, now() + make_interval(secs => 60.0 / requests_per_minute)),
+                tat_images = CASE WHEN images_per_minute IS NULL THEN tat_images
+                             ELSE greatest(tat_images, now() + make_interval(secs => 60.0 / images_per_minute * $2)) END
+          WHERE id = $1",
+    )
+    .bind(bucket_id)
+    .bind(images)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Successful calls to count, per key, and the bucket each was reserved from.
@@ -274,44 +336,48 @@ pub async fn note_rate_limited(
     .await?)
 }
 
-/// Cools a key and its bucket until `until` (never shortening a later
-/// deadline already set). When the cooldown ends, the bucket lets one request
-/// through before the rest follow at the steady rate (the probe). If
-/// `new_rpm` is given and the bucket's limit is not configured, the bucket's
-/// rate drops to it.
+/// Cools a key and its bucket for `wait` from the database's `now()` (never
+/// shortening a later deadline already set). When the cooldown ends, the
+/// bucket lets one request through before the rest follow at the steady rate
+/// (the probe). If `new_rpm` is given and the bucket's limit is not
+/// configured, the bucket's rate drops to it. Returns how long the key now
+/// cools.
 pub async fn cool_down(
     pool: &PgPool,
     key_id: &str,
     bucket_id: &str,
-    until: DateTime<Utc>,
+    wait: std::time::Duration,
     reason: &str,
     new_rpm: Option<f64>,
-) -> Result<DateTime<Utc>, StoreError> {
-    Ok(sqlx::query_scalar(
+) -> Result<std::time::Duration, StoreError> {
+    let left: f64 = sqlx::query_scalar(
         "WITH k AS (
             UPDATE genq.api_keys
                SET state = CASE WHEN state = 'disabled' THEN state ELSE 'cooling' END,
-                   cooldown_until = greatest(cooldown_until, $3), last_error = $4, updated_at = now()
+                   cooldown_until = greatest(cooldown_until, now() + make_interval(secs => $3)),
+                   last_error = $4, updated_at = now()
              WHERE id = $1
             RETURNING cooldown_until)
          UPDATE genq.key_buckets b
-            SET cooldown_until = greatest(b.cooldown_until, $3),
+            SET cooldown_until = greatest(b.cooldown_until, now() + make_interval(secs => $3)),
                 -- after the cooldown: room for exactly one request, then the steady rate
-                tat_requests = greatest(b.tat_requests, greatest(b.cooldown_until, $3)
+                tat_requests = greatest(b.tat_requests,
+                                 greatest(b.cooldown_until, now() + make_interval(secs => $3))
                                  + make_interval(secs => 60.0 / coalesce($5, b.requests_per_minute) * (b.burst - 1))),
                 requests_per_minute = CASE WHEN b.limit_source = 'configured' OR $5 IS NULL
                                            THEN b.requests_per_minute ELSE $5 END,
                 updated_at = now()
            WHERE b.id = $2
-         RETURNING greatest(b.cooldown_until, (SELECT cooldown_until FROM k))",
+         RETURNING greatest(0, extract(epoch FROM greatest(b.cooldown_until, (SELECT cooldown_until FROM k)) - now()))::float8",
     )
     .bind(key_id)
     .bind(bucket_id)
-    .bind(until)
+    .bind(wait.as_secs_f64())
     .bind(reason)
     .bind(new_rpm)
     .fetch_one(pool)
-    .await?)
+    .await?;
+    Ok(secs(left))
 }
 
 /// Sets a bucket's rate from what the provider said (`learned`) or from the
@@ -336,18 +402,20 @@ pub async fn set_rate(
     Ok(())
 }
 
-/// Holds a bucket until `until` without touching the key (the provider said
-/// the window has no requests left).
+/// Holds a bucket for `wait` from the database's `now()` without touching
+/// the key (the provider said the window has no requests left).
 pub async fn hold_bucket(
     pool: &PgPool,
     bucket_id: &str,
-    until: DateTime<Utc>,
+    wait: std::time::Duration,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE genq.key_buckets SET tat_requests = greatest(tat_requests, $2), updated_at = now() WHERE id = $1",
+        "UPDATE genq.key_buckets SET tat_requests = greatest(tat_requests, now() + make_interval(secs => $2)),
+                updated_at = now()
+          WHERE id = $1",
     )
     .bind(bucket_id)
-    .bind(until)
+    .bind(wait.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(())
@@ -395,18 +463,36 @@ pub async fn disable(pool: &PgPool, key_id: &str, reason: &str) -> Result<bool, 
     Ok(done.rows_affected() == 1)
 }
 
-/// Re-enables a disabled or cooling key now.
+/// Re-enables a disabled or cooling key now, on every replica: the key's
+/// cooldown and its buckets' cooldowns are lifted, and the buckets have room
+/// for a request at once. Workers are woken (`genq_keys`).
 pub async fn enable(pool: &PgPool, key_id: &str) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "UPDATE genq.api_keys
-            SET state = 'active', disabled_reason = NULL, cooldown_until = NULL,
-                consecutive_failures = 0, consecutive_429 = 0, updated_at = now()
-          WHERE id = $1",
+        "WITH before AS (
+            -- the snapshot before this statement: was the key held back?
+            SELECT state <> 'active' OR coalesce(cooldown_until > now(), false) AS held
+              FROM genq.api_keys WHERE id = $1
+         ), k AS (
+            UPDATE genq.api_keys
+               SET state = 'active', disabled_reason = NULL, cooldown_until = NULL,
+                   consecutive_failures = 0, consecutive_429 = 0, updated_at = now()
+             WHERE id = $1
+            RETURNING coalesce(account, id) AS scope
+         ), b AS (
+            UPDATE genq.key_buckets b
+               SET cooldown_until = NULL, tat_requests = least(b.tat_requests, now()),
+                   tat_images = least(b.tat_images, now()), updated_at = now()
+              FROM k, before
+             WHERE b.scope = k.scope
+               AND (b.cooldown_until IS NOT NULL OR before.held)
+         )
+         SELECT count(*) FROM k",
     )
     .bind(key_id)
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let found: i64 = sqlx::Row::get(&done, 0);
+    Ok(found == 1)
 }
 
 /// Enables a key and forgets its counters and the learned (not configured)

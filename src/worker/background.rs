@@ -5,6 +5,7 @@
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -14,13 +15,18 @@ use crate::store::jobs;
 
 /// The channel the jobs trigger notifies.
 pub const CHANNEL: &str = "genq_jobs";
+/// The channel the key triggers notify: a key may serve sooner than planned.
+pub const KEYS_CHANNEL: &str = "genq_keys";
 
-/// Wakes the claim loop on every notification. Reconnects after errors;
-/// the poll fallback covers notifications sent while disconnected.
+/// Wakes the claim loop on every notification of new jobs in its queues,
+/// and on every key change (then it also forgets which models it found
+/// without room). Reconnects after errors; the poll fallback covers
+/// notifications sent while disconnected.
 pub(super) async fn listen(
     pool: PgPool,
     cfg: Arc<WorkerConfig>,
     wake: Arc<Notify>,
+    keys_changed: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
     while !stop.is_cancelled() {
@@ -34,7 +40,7 @@ pub(super) async fn listen(
                 continue;
             }
         };
-        if let Err(err) = listener.listen(CHANNEL).await {
+        if let Err(err) = listener.listen_all([CHANNEL, KEYS_CHANNEL]).await {
             tracing::warn!(error = %err, "LISTEN failed; polling meanwhile");
             if sleep_or_stop(&stop, Duration::from_secs(1)).await {
                 return;
@@ -42,18 +48,26 @@ pub(super) async fn listen(
             continue;
         }
         // A reconnect may have missed notifications: look once.
+        keys_changed.store(true, Ordering::SeqCst);
         wake.notify_one();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 msg = listener.try_recv() => match msg {
+                    Ok(Some(n)) if n.channel() == KEYS_CHANNEL => {
+                        keys_changed.store(true, Ordering::SeqCst);
+                        wake.notify_one();
+                    }
                     Ok(Some(n)) => {
                         if cfg.queues.iter().any(|q| q == n.payload()) {
                             wake.notify_one();
                         }
                     }
                     // The connection dropped; try_recv reconnects on the next call.
-                    Ok(None) => wake.notify_one(),
+                    Ok(None) => {
+                        keys_changed.store(true, Ordering::SeqCst);
+                        wake.notify_one();
+                    }
                     Err(err) => {
                         tracing::warn!(error = %err, "LISTEN connection lost");
                         break;
@@ -74,7 +88,8 @@ pub(super) async fn heartbeat(pool: PgPool, cfg: Arc<WorkerConfig>, stop: Cancel
     }
 }
 
-/// Returns jobs with expired leases to the queue. Every worker does this;
+/// Returns jobs with expired leases to the queue, and fails queued jobs
+/// whose `expires_at` passed while they waited. Every worker does this;
 /// SKIP LOCKED keeps them out of each other's way.
 pub(super) async fn reap(pool: PgPool, cfg: Arc<WorkerConfig>, stop: CancellationToken) {
     while !sleep_or_stop(&stop, cfg.reap_interval).await {
@@ -85,6 +100,11 @@ pub(super) async fn reap(pool: PgPool, cfg: Arc<WorkerConfig>, stop: Cancellatio
                 "reaped jobs whose worker stopped renewing its lease"
             ),
             Err(err) => tracing::warn!(error = %err, "reaping failed"),
+        }
+        match jobs::expire(&pool, 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "failed queued jobs whose expires_at passed"),
+            Err(err) => tracing::warn!(error = %err, "expiring jobs failed"),
         }
     }
 }

@@ -85,8 +85,8 @@ async fn write(
                 written = applied.len() as u64;
                 // Wake up when the jobs this worker put back become due.
                 for c in &completions {
-                    if let Finish::Requeue { run_at, .. } = &c.finish {
-                        next_due.note(*run_at);
+                    if let Finish::Requeue { delay, .. } = &c.finish {
+                        next_due.note(tokio::time::Instant::now() + delay.unwrap_or_default());
                     }
                 }
                 break;

@@ -1,9 +1,12 @@
 //! The worker: claim → execute → complete, many jobs at once.
 //!
 //! - The claim loop never fetches more jobs than it has free slots; a slot is
-//!   held from claim until the job's completion is written.
-//! - It wakes on LISTEN/NOTIFY, on a freed slot, or on a poll tick (for missed
-//!   notifications and future `run_at`s).
+//!   held from claim until the job's completion is written. For a
+//!   rate-limited provider, [`producer`] also reserves a key's room before
+//!   it claims, so jobs that would only wait stay untouched in line.
+//! - It wakes on LISTEN/NOTIFY (new jobs, changed keys), on a freed slot, at
+//!   the soonest moment a waiting model may have room, or on a poll tick
+//!   (for missed notifications and future `run_at`s).
 //! - [`background`] keeps leases alive, reaps jobs of dead workers, listens
 //!   for notifications and prunes old finished jobs; [`settle`] turns a
 //!   provider's verdict into a completion, and [`completer`] writes
@@ -13,14 +16,15 @@
 
 mod background;
 mod completer;
+mod producer;
 mod settle;
 mod wake;
 
-use chrono::Utc;
 use futures::FutureExt;
 use sqlx::PgPool;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -55,6 +59,9 @@ pub struct WorkerConfig {
     pub backoff: Backoff,
     /// How long finished jobs are kept; None keeps them forever.
     pub retention: Option<Retention>,
+    /// A job listing `fallback_models` runs on one of them when its own
+    /// model's keys have no room for longer than this.
+    pub fallback_after: Duration,
 }
 
 /// How long finished jobs (and their attempts) are kept before pruning.
@@ -90,6 +97,7 @@ impl Default for WorkerConfig {
             grace: Duration::from_secs(30),
             backoff: Backoff::DEFAULT,
             retention: Some(Retention::default()),
+            fallback_after: Duration::from_secs(30),
         }
     }
 }
@@ -143,6 +151,13 @@ impl<P: Provider> Worker<P> {
         let slot_freed = Arc::new(Notify::new());
         let next_due = Arc::new(wake::NextDue::default());
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        let keys_changed = Arc::new(AtomicBool::new(false));
+        let mut producer = producer::Producer::new(
+            pool.clone(),
+            cfg.clone(),
+            provider.clone(),
+            keys_changed.clone(),
+        );
         // Background tasks outlive the claim loop: heartbeats must keep leases
         // alive until every job is completed or released.
         let background_stop = CancellationToken::new();
@@ -151,6 +166,7 @@ impl<P: Provider> Worker<P> {
             pool.clone(),
             cfg.clone(),
             wake.clone(),
+            keys_changed,
             background_stop.clone(),
         ));
         background.spawn(background::heartbeat(
@@ -185,14 +201,17 @@ impl<P: Provider> Worker<P> {
         let mut db_backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
             let want = slots.available_permits().min(cfg.claim_batch);
-            let mut got = 0;
+            let mut more = false;
             if want > 0 {
-                match jobs::claim(&pool, &cfg.id, &cfg.queues, want, cfg.lease).await {
-                    Ok(claimed) => {
+                match producer.claim(want).await {
+                    Ok(round) => {
                         db_backoff = Duration::from_millis(100);
-                        got = claimed.len();
-                        report.claimed += got as u64;
-                        for job in claimed {
+                        more = round.more;
+                        if let Some(at) = round.retry_at {
+                            next_due.note(at);
+                        }
+                        report.claimed += round.jobs.len() as u64;
+                        for job in round.jobs {
                             let permit = slots
                                 .clone()
                                 .try_acquire_owned()
@@ -217,7 +236,7 @@ impl<P: Provider> Worker<P> {
                     }
                 }
             }
-            let queue_may_have_more = want > 0 && got == want;
+            let queue_may_have_more = want > 0 && more;
             if queue_may_have_more && slots.available_permits() > 0 {
                 continue;
             }
@@ -293,21 +312,17 @@ async fn run_one<P: Provider>(provider: &P, job: &Job, backoff: Backoff) -> Comp
     if let Some(claimed) = job.started_at {
         crate::metrics::job_claimed((claimed - job.run_at).as_seconds_f64());
     }
-    let execution = if let Some(expired) = job.expires_at.filter(|at| *at <= Utc::now()) {
-        Execution::without_call(Outcome::Failed {
-            error: format!("expired at {expired} before it could run"),
-        })
-    } else {
-        match AssertUnwindSafe(provider.execute(job)).catch_unwind().await {
-            Ok(execution) => execution,
-            Err(_) => Execution::without_call(Outcome::Retry {
-                error: "the provider panicked while running this job".into(),
-            }),
-        }
+    // A job past its expires_at is never claimed (the claim checks it by the
+    // database's clock), and the expiry sweep fails it.
+    let execution = match AssertUnwindSafe(provider.execute(job)).catch_unwind().await {
+        Ok(execution) => execution,
+        Err(_) => Execution::without_call(Outcome::Retry {
+            error: "the provider panicked while running this job".into(),
+        }),
     };
-    let completion = settle::settle(job, execution, backoff, Utc::now(), &mut rand::rng());
+    let completion = settle::settle(job, execution, backoff, &mut rand::rng());
     tracing::debug!(finish = ?completion.finish, "job executed");
-    let since_created = || Some((Utc::now() - job.created_at).as_seconds_f64());
+    let since_created = || Some((chrono::Utc::now() - job.created_at).as_seconds_f64());
     match &completion.finish {
         Finish::Succeeded { .. } => crate::metrics::job_finished("succeeded", since_created()),
         Finish::Failed { .. } => crate::metrics::job_finished("failed", since_created()),

@@ -1,13 +1,13 @@
 //! Turns a provider's verdict on a claimed job into the write that ends the
-//! worker's hold on it. Pure: the job as claimed, the execution, the clock
-//! and the dice go in; a [`Completion`] comes out.
+//! worker's hold on it. Pure: the job as claimed, the execution and the dice
+//! go in; a [`Completion`] comes out.
 //!
-//! The worker decides here, not in SQL, whether a failure gives up and
-//! whether a wait passes `expires_at`: the claimed row already holds
-//! `attempts`, `max_attempts` and `expires_at`, and the completion is fenced
-//! on `attempts`, so the row cannot have moved on in between.
+//! The worker decides here, not in SQL, whether a failure gives up: the
+//! claimed row already holds `attempts` and `max_attempts`, and the
+//! completion is fenced on `attempts`, so the row cannot have moved on in
+//! between. A job that waits past `expires_at` is failed by the expiry sweep
+//! (`store::jobs::expire`), by the database's clock.
 
-use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use crate::job::Job;
@@ -15,12 +15,12 @@ use crate::provider::{Execution, Outcome};
 use crate::retry::Backoff;
 use crate::store::jobs::{CallRecord, Completion, Finish};
 
-/// What to write for `job` after `execution`, decided at `now`.
+/// What to write for `job` after `execution`. Delays are relative: the
+/// database adds them to its own `now()`.
 pub(super) fn settle(
     job: &Job,
     execution: Execution,
     backoff: Backoff,
-    now: DateTime<Utc>,
     rng: &mut impl Rng,
 ) -> Completion {
     let mut refund = false;
@@ -30,21 +30,17 @@ pub(super) fn settle(
         Outcome::Retry { error } if job.attempts >= job.max_attempts => Finish::Failed {
             error: format!("gave up after {} attempts: {error}", job.attempts),
         },
-        Outcome::Retry { error } => {
-            let delay = backoff.delay(job.attempts.max(1) as u32, rng);
-            let run_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-            Finish::Requeue { error, run_at }
-        }
-        Outcome::Reschedule { reason, run_at } => {
+        Outcome::Retry { error } => Finish::Requeue {
+            error,
+            delay: Some(backoff.delay(job.attempts.max(1) as u32, rng)),
+        },
+        Outcome::Reschedule { reason } => {
+            // Back in line where it was; the expiry sweep fails it if its
+            // deadline passes while it waits.
             refund = true;
-            match job.expires_at {
-                Some(expires) if run_at > expires => Finish::Failed {
-                    error: format!("expired at {expires} while waiting: {reason}"),
-                },
-                _ => Finish::Requeue {
-                    error: reason,
-                    run_at,
-                },
+            Finish::Requeue {
+                error: reason,
+                delay: None,
             }
         }
     };
@@ -72,6 +68,7 @@ mod tests {
     use super::*;
     use crate::job::JobState;
     use crate::provider::Call;
+    use chrono::{DateTime, Utc};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
     use serde_json::json;
@@ -100,10 +97,11 @@ mod tests {
             updated_at: now,
             started_at: Some(now),
             finished_at: None,
+            seq: 1,
         }
     }
 
-    fn run(job: &Job, outcome: Outcome, now: DateTime<Utc>) -> Completion {
+    fn run(job: &Job, outcome: Outcome) -> Completion {
         let backoff = Backoff {
             base: Duration::from_secs(2),
             max: Duration::from_secs(600),
@@ -112,28 +110,25 @@ mod tests {
             job,
             Execution::without_call(outcome),
             backoff,
-            now,
             &mut StdRng::seed_from_u64(7),
         )
     }
 
     #[test]
     fn a_failure_with_attempts_left_is_retried_after_backoff() {
-        let now = Utc::now();
         let job = claimed(2, 5, None);
         let done = run(
             &job,
             Outcome::Retry {
                 error: "HTTP 503".into(),
             },
-            now,
         );
-        let Finish::Requeue { error, run_at } = done.finish else {
+        let Finish::Requeue { error, delay } = done.finish else {
             panic!("not requeued: {:?}", done.finish)
         };
         assert_eq!(error, "HTTP 503");
         // Attempt 2: base 2 s · 2 = 4 s, equal jitter: between 2 s and 4 s.
-        let wait = (run_at - now).to_std().unwrap();
+        let wait = delay.expect("a retry backs off");
         assert!(
             wait >= Duration::from_secs(2) && wait <= Duration::from_secs(4),
             "{wait:?}"
@@ -150,7 +145,6 @@ mod tests {
             Outcome::Retry {
                 error: "HTTP 503".into(),
             },
-            Utc::now(),
         );
         assert_eq!(
             done.finish,
@@ -162,59 +156,22 @@ mod tests {
     }
 
     #[test]
-    fn a_reschedule_gives_the_attempt_back_even_on_the_last_one() {
-        let now = Utc::now();
-        let job = claimed(4, 4, None);
-        let run_at = now + chrono::Duration::seconds(30);
+    fn a_reschedule_keeps_the_place_and_gives_the_attempt_back_even_on_the_last_one() {
+        let job = claimed(4, 4, Some(Utc::now()));
         let done = run(
             &job,
             Outcome::Reschedule {
-                reason: "all keys cooling down".into(),
-                run_at,
+                reason: "HTTP 429: key a cools".into(),
             },
-            now,
         );
         assert_eq!(
             done.finish,
             Finish::Requeue {
-                error: "all keys cooling down".into(),
-                run_at
+                error: "HTTP 429: key a cools".into(),
+                delay: None
             }
         );
         assert!(done.refund);
-    }
-
-    #[test]
-    fn a_wait_past_expiry_fails_the_job_without_spending_an_attempt() {
-        let now = Utc::now();
-        let expires = now + chrono::Duration::seconds(10);
-        let job = claimed(1, 5, Some(expires));
-        let done = run(
-            &job,
-            Outcome::Reschedule {
-                reason: "waiting for capacity".into(),
-                run_at: now + chrono::Duration::seconds(11),
-            },
-            now,
-        );
-        assert_eq!(
-            done.finish,
-            Finish::Failed {
-                error: format!("expired at {expires} while waiting: waiting for capacity")
-            }
-        );
-        assert!(done.refund);
-
-        // A wait that ends exactly at expiry still runs.
-        let done = run(
-            &job,
-            Outcome::Reschedule {
-                reason: "waiting".into(),
-                run_at: expires,
-            },
-            now,
-        );
-        assert!(matches!(done.finish, Finish::Requeue { .. }));
     }
 
     #[test]
@@ -234,7 +191,7 @@ mod tests {
                 started_at: now,
             }),
         };
-        let done = settle(&job, execution, Backoff::DEFAULT, now, &mut rand::rng());
+        let done = settle(&job, execution, Backoff::DEFAULT, &mut rand::rng());
         assert_eq!(
             done.finish,
             Finish::Succeeded {
@@ -256,7 +213,6 @@ mod tests {
             Outcome::Failed {
                 error: "content policy".into(),
             },
-            now,
         );
         assert_eq!(
             done.finish,

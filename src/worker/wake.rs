@@ -1,8 +1,8 @@
 //! When the claim loop should look again without a notification: the
 //! earliest `run_at` this worker gave a job it put back (NOTIFY only fires
-//! for jobs due now), else the poll interval.
+//! for jobs due now) or the soonest moment a waiting model's keys have room,
+//! else the poll interval.
 
-use chrono::{DateTime, Utc};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -12,13 +12,12 @@ use tokio::time::Instant;
 pub(super) struct NextDue(Mutex<Option<Instant>>);
 
 impl NextDue {
-    /// Remembers that a job becomes due at `at`.
-    pub fn note(&self, at: DateTime<Utc>) {
-        let wait = (at - Utc::now()).to_std().unwrap_or_default();
-        let due = Instant::now() + wait;
+    /// Remembers that something may be claimable at `at`: a job put back
+    /// becomes due, or a waiting model's keys have room again.
+    pub fn note(&self, at: Instant) {
         let mut next = self.0.lock().expect("next-due lock");
-        if next.is_none_or(|n| due < n) {
-            *next = Some(due);
+        if next.is_none_or(|n| at < n) {
+            *next = Some(at);
         }
     }
 
@@ -50,16 +49,16 @@ mod tests {
         let poll = Duration::from_secs(10);
         let now = Instant::now();
         assert!(next.deadline(poll) >= now + poll);
-        next.note(Utc::now() + chrono::Duration::seconds(3));
-        next.note(Utc::now() + chrono::Duration::seconds(1));
-        next.note(Utc::now() + chrono::Duration::seconds(2));
+        next.note(Instant::now() + Duration::from_secs(3));
+        next.note(Instant::now() + Duration::from_secs(1));
+        next.note(Instant::now() + Duration::from_secs(2));
         let d = next.deadline(poll);
         assert!(
             d <= Instant::now() + Duration::from_millis(1100)
                 && d >= now + Duration::from_millis(900)
         );
         assert_eq!(next.deadline(poll), d, "kept until it passes");
-        next.note(Utc::now() - chrono::Duration::seconds(1));
+        next.note(Instant::now() - Duration::from_secs(1));
         assert!(next.deadline(poll) <= Instant::now());
         assert!(
             next.deadline(poll) >= Instant::now() + poll - Duration::from_millis(50),
