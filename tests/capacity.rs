@@ -60,11 +60,8 @@ async fn waiting_jobs_are_never_written_and_run_in_line_order() {
 
     let after = row_versions(&rig.db.pool).await;
     assert_eq!(after.len(), 299);
-    assert_eq!(
-        after[..],
-        before[1..],
-        "a waiting job was written (claimed and put back)"
-    );
+    let written = after.iter().zip(&before[1..]).filter(|(a, b)| a != b).count();
+    assert_eq!(written, 0, "waiting jobs were written (claimed and put back)");
     let first: (String, i32) =
         sqlx::query_as("SELECT prompt, attempts FROM genq.jobs WHERE state = 'succeeded'")
             .fetch_one(&rig.db.pool)
@@ -128,12 +125,13 @@ async fn a_model_without_room_never_blocks_one_with_room() {
     .unwrap();
     assert_eq!(a_done, 1, "A's key allows one a minute");
     let a_touched: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM genq.jobs WHERE model = 'gpt-image-2' AND state = 'queued' AND attempts > 0",
+        "SELECT count(*) FROM genq.jobs
+          WHERE model = 'gpt-image-2' AND state = 'queued' AND (attempts > 0 OR updated_at > created_at)",
     )
     .fetch_one(pool)
     .await
     .unwrap();
-    assert_eq!(a_touched, 0);
+    assert_eq!(a_touched, 0, "A's waiting jobs were written");
     assert_eq!(rig.sim.stats().total.rate_limited, 0);
     // B ran at its key's pace, not behind A: 40 jobs at 10/s take about 4 s.
     let b_log = rig.log_for(&sim_id("sk-b"));
