@@ -6,8 +6,8 @@
 //! - [`worker`]: claim → execute → complete, with leases, heartbeats, a reaper and graceful shutdown.
 //! - [`provider`]: what executes a job (the `Provider` trait and its implementations).
 //! - [`retry`]: backoff delays as a pure function of the attempt number.
-//! - [`limiter`]: rates learned at run time (AIMD, provider headers); the buckets live in [`store::keys`].
-//! - [`keys`], [`secret`]: API keys from the environment and keys file; secrets that never print.
+//! - [`keys`]: API keys: configuration, choosing one for a call, what answers teach (health, learned rates).
+//! - [`secret`]: secrets that never print.
 //! - [`sim`]: `genq sim`, the OpenAI-compatible simulated Images API for tests and the demo.
 //! - [`metrics`]: Prometheus counters, histograms and database gauges.
 //! - [`output`]: generated images written under `GENQ_OUTPUT_DIR/<job id>/`.
@@ -27,7 +27,6 @@ pub mod duration;
 pub mod embedded_pg;
 pub mod job;
 pub mod keys;
-pub mod limiter;
 pub mod metrics;
 pub mod output;
 pub mod provider;

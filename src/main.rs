@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use genq::job::NewJob;
+use genq::keys::Keyring;
 use genq::output::OutputStore;
 use genq::provider::images::{ImagesProvider, ImagesSettings};
-use genq::provider::keyring::Keyring;
 use genq::provider::noop::NoopProvider;
 use genq::provider::openai::ImagesClient;
 use genq::worker::{Worker, WorkerConfig};

@@ -60,8 +60,15 @@ async fn waiting_jobs_are_never_written_and_run_in_line_order() {
 
     let after = row_versions(&rig.db.pool).await;
     assert_eq!(after.len(), 299);
-    let written = after.iter().zip(&before[1..]).filter(|(a, b)| a != b).count();
-    assert_eq!(written, 0, "waiting jobs were written (claimed and put back)");
+    let written = after
+        .iter()
+        .zip(&before[1..])
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        written, 0,
+        "waiting jobs were written (claimed and put back)"
+    );
     let first: (String, i32) =
         sqlx::query_as("SELECT prompt, attempts FROM genq.jobs WHERE state = 'succeeded'")
             .fetch_one(&rig.db.pool)

@@ -5,7 +5,8 @@
 mod common;
 
 use common::TestDb;
-use genq::store::keys::{self, BucketSpec, KeyRow};
+use genq::store::buckets::{self, BucketSpec};
+use genq::store::keys::{self, KeyRow};
 use std::time::Duration;
 
 /// One slot per round trip, as a lone caller asks.
@@ -29,7 +30,7 @@ async fn setup(db: &TestDb, keys_and_rates: &[(&str, f64, u32)]) {
             configured: true,
         })
         .collect();
-    keys::ensure_buckets(&db.pool, &specs).await.unwrap();
+    buckets::ensure_buckets(&db.pool, &specs).await.unwrap();
 }
 
 #[tokio::test]
@@ -40,7 +41,7 @@ async fn twenty_concurrent_callers_get_exactly_the_burst() {
         .map(|_| {
             let pool = db.pool.clone();
             tokio::spawn(async move {
-                keys::reserve(&pool, &[("a", "a/m")], 1, 1, NO_HORIZON)
+                buckets::reserve(&pool, &[("a", "a/m")], 1, 1, NO_HORIZON)
                     .await
                     .unwrap()
             })
@@ -72,7 +73,7 @@ async fn one_round_trip_grants_a_fast_key_many_slots_each_at_its_moment() {
     // 6,000/min: one every 10 ms. Asked for 20 within 50 ms: 6 (now, +10 … +50 ms).
     setup(&db, &[("fast", 6000.0, 1), ("slow", 60.0, 2)]).await;
     let horizon = std::time::Duration::from_millis(50);
-    let r = keys::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon)
+    let r = buckets::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon)
         .await
         .unwrap();
     assert_eq!(r.key_id.as_deref(), Some("fast"));
@@ -87,18 +88,18 @@ async fn one_round_trip_grants_a_fast_key_many_slots_each_at_its_moment() {
     assert_eq!(r.slots[0], Duration::ZERO, "the first slot is now");
     assert_eq!(r.interval, Some(Duration::from_millis(10)));
     // The bucket is spent until the last slot's moment has passed.
-    let next = keys::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon)
+    let next = buckets::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon)
         .await
         .unwrap();
     assert_eq!(next.key_id, None);
     assert!(next.earliest.unwrap() + Duration::from_millis(5) >= *r.slots.last().unwrap());
 
     // A slow key grants its burst and no more, however many are asked for.
-    let r = keys::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon)
+    let r = buckets::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon)
         .await
         .unwrap();
     assert_eq!(r.slots.len(), 2);
-    let r = keys::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon)
+    let r = buckets::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon)
         .await
         .unwrap();
     assert_eq!((r.key_id, r.slots.len()), (None, 0));
@@ -109,12 +110,12 @@ async fn the_key_with_most_room_is_chosen_and_disabled_keys_are_skipped() {
     let db = TestDb::new().await;
     setup(&db, &[("a", 60.0, 1), ("b", 60.0, 1)]).await;
     let cands = [("a", "a/m"), ("b", "b/m")];
-    let first = keys::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
+    let first = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
         .await
         .unwrap()
         .key_id
         .unwrap();
-    let second = keys::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
+    let second = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
         .await
         .unwrap()
         .key_id
@@ -123,7 +124,7 @@ async fn the_key_with_most_room_is_chosen_and_disabled_keys_are_skipped() {
         first, second,
         "both keys should be used before either waits"
     );
-    let none = keys::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
+    let none = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
         .await
         .unwrap();
     assert_eq!(none.key_id, None);
@@ -135,12 +136,12 @@ async fn the_key_with_most_room_is_chosen_and_disabled_keys_are_skipped() {
     keys::disable(&db.pool, "b", "429 insufficient_quota")
         .await
         .unwrap();
-    let all_disabled = keys::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
+    let all_disabled = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON)
         .await
         .unwrap();
     assert_eq!(
         all_disabled,
-        keys::Reservation {
+        buckets::Reservation {
             key_id: None,
             slots: vec![],
             interval: None,
@@ -181,7 +182,7 @@ async fn a_cooldown_blocks_the_key_and_a_shorter_one_never_shortens_it() {
         later > Duration::from_millis(29_000),
         "the later deadline is kept: {later:?}"
     );
-    let r = keys::reserve(&db.pool, &[("a", "a/m")], 1, 1, NO_HORIZON)
+    let r = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 1, NO_HORIZON)
         .await
         .unwrap();
     assert_eq!(r.key_id, None);
@@ -212,21 +213,21 @@ async fn images_are_counted_by_n() {
         burst: 4,
         configured: true,
     };
-    keys::ensure_buckets(&db.pool, &[spec]).await.unwrap();
+    buckets::ensure_buckets(&db.pool, &[spec]).await.unwrap();
     assert!(
-        keys::reserve(&db.pool, &[("a", "a/m")], 3, 1, NO_HORIZON)
+        buckets::reserve(&db.pool, &[("a", "a/m")], 3, 1, NO_HORIZON)
             .await
             .unwrap()
             .key_id
             .is_some()
     );
     // 3 of 4 images used: one more fits, two do not.
-    let refused = keys::reserve(&db.pool, &[("a", "a/m")], 2, 1, NO_HORIZON)
+    let refused = buckets::reserve(&db.pool, &[("a", "a/m")], 2, 1, NO_HORIZON)
         .await
         .unwrap();
     assert!(refused.key_id.is_none());
     assert!(
-        keys::reserve(&db.pool, &[("a", "a/m")], 1, 1, NO_HORIZON)
+        buckets::reserve(&db.pool, &[("a", "a/m")], 1, 1, NO_HORIZON)
             .await
             .unwrap()
             .key_id
@@ -255,20 +256,20 @@ async fn configured_limits_override_and_learned_ones_survive_a_restart() {
         burst: 1,
         configured: false,
     };
-    keys::ensure_buckets(&db.pool, std::slice::from_ref(&adaptive))
+    buckets::ensure_buckets(&db.pool, std::slice::from_ref(&adaptive))
         .await
         .unwrap();
-    keys::set_rate(&db.pool, "a/m", 20.0, "learned")
+    buckets::set_rate(&db.pool, "a/m", 20.0, "learned")
         .await
         .unwrap();
-    keys::ensure_buckets(&db.pool, std::slice::from_ref(&adaptive))
+    buckets::ensure_buckets(&db.pool, std::slice::from_ref(&adaptive))
         .await
         .unwrap(); // a restart
     assert_eq!(
         keys::list(&db.pool).await.unwrap()[0].limits,
         ["m=20.0/min (learned)"]
     );
-    keys::ensure_buckets(
+    buckets::ensure_buckets(
         &db.pool,
         &[BucketSpec {
             requests_per_minute: 90.0,
@@ -278,7 +279,7 @@ async fn configured_limits_override_and_learned_ones_survive_a_restart() {
     )
     .await
     .unwrap();
-    keys::set_rate(&db.pool, "a/m", 5.0, "adaptive")
+    buckets::set_rate(&db.pool, "a/m", 5.0, "adaptive")
         .await
         .unwrap(); // ignored: configured
     assert_eq!(

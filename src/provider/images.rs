@@ -23,13 +23,14 @@ use std::time::Duration;
 use super::catalog;
 use super::classify::{self, Verdict};
 use super::headers;
-use super::keyring::{Keyring, Slot};
 use super::openai::{CallFailure, ImagesClient};
 use super::{Call, Capacity, Execution, Outcome, Provider};
 use crate::job::Job;
-use crate::limiter::Aimd;
+use crate::keys::adapt::Aimd;
+use crate::keys::{Keyring, Slot};
 use crate::output::OutputStore;
 use crate::retry::Backoff;
+use crate::store::buckets;
 use crate::store::keys as key_store;
 
 /// Tunables of [`ImagesProvider`].
@@ -139,7 +140,7 @@ impl ImagesProvider {
             // interval after it even if this one went out a little late.
             let cost = catalog::image_count(&job.params) as i32;
             let (response, booked) =
-                tokio::join!(call, key_store::book_sent(&self.pool, &slot.bucket, cost));
+                tokio::join!(call, buckets::book_sent(&self.pool, &slot.bucket, cost));
             self.note(booked);
             response
         } else {
@@ -335,13 +336,13 @@ impl ImagesProvider {
     /// Learns limits the provider announced in its headers.
     async fn learn(&self, bucket: &str, headers: &reqwest::header::HeaderMap) {
         let info = headers::rate_limit_info(headers);
-        if let Some(rpm) = crate::limiter::learned_rate(&info) {
-            self.note(key_store::set_rate(&self.pool, bucket, rpm, "learned").await);
+        if let Some(rpm) = crate::keys::adapt::learned_rate(&info) {
+            self.note(buckets::set_rate(&self.pool, bucket, rpm, "learned").await);
         }
         if info.remaining_requests == Some(0)
             && let Some(reset) = info.reset_requests
         {
-            self.note(key_store::hold_bucket(&self.pool, bucket, reset).await);
+            self.note(buckets::hold_bucket(&self.pool, bucket, reset).await);
         }
     }
 
@@ -406,7 +407,7 @@ impl ImagesProvider {
             (0..successes).fold(rpm, |rate, _| state.on_success(rate, None))
         };
         if next != rpm {
-            self.note(key_store::set_rate(&self.pool, bucket, next, "adaptive").await);
+            self.note(buckets::set_rate(&self.pool, bucket, next, "adaptive").await);
         }
     }
 
@@ -427,7 +428,7 @@ impl Provider for ImagesProvider {
             Ok(Ok(n)) => Capacity::Slots(n),
             Ok(Err(no)) => Capacity::Wait {
                 retry_in: match no {
-                    super::keyring::NoSlot::Until(wait) => Some(wait),
+                    crate::keys::NoSlot::Until(wait) => Some(wait),
                     _ => None,
                 },
                 reason: no.describe(model),

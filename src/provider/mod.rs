@@ -8,7 +8,6 @@ pub mod catalog;
 pub mod classify;
 pub mod headers;
 pub mod images;
-pub mod keyring;
 pub mod known_params;
 pub mod noop;
 pub mod openai;

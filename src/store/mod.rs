@@ -2,9 +2,11 @@
 //!
 //! - [`jobs`]: enqueue, claim, heartbeat, complete, reap, release, inspect.
 //! - [`inspect`]: list, cancel, retry, queue statistics (for the CLI and HTTP API).
-//! - [`keys`]: API key health, cooldowns and the shared GCRA buckets.
+//! - [`keys`]: API key health, cooldowns, enable/disable/reset, listing.
+//! - [`buckets`]: the shared GCRA buckets per (account or key, model).
 //! - [`migrate`]: the embedded migrations.
 
+pub mod buckets;
 pub mod inspect;
 pub mod jobs;
 pub mod keys;

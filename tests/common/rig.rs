@@ -6,9 +6,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use genq::keys::ApiKey;
+use genq::keys::Keyring;
 use genq::output::OutputStore;
 use genq::provider::images::{ImagesProvider, ImagesSettings};
-use genq::provider::keyring::Keyring;
 use genq::provider::openai::ImagesClient;
 use genq::sim::{RequestRecord, Sim, SimConfig, SimKey};
 use genq::worker::{Worker, WorkerConfig, WorkerReport};

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use crate::keys::ApiKey;
 use crate::store::StoreError;
-use crate::store::keys::{self as key_store, BucketSpec, KeyRow, Unused};
+use crate::store::buckets::{self, BucketSpec, Unused};
+use crate::store::keys::{self as key_store, KeyRow};
 
 /// The bucket of `scope` (account or key id) for `model`.
 pub fn bucket_id(scope: &str, model: &str) -> String {
@@ -39,7 +40,7 @@ pub struct Slot<'a> {
     pub bucket: String,
     /// Whether the bucket grants one slot at a time (its interval is longer
     /// than [`BATCH_HORIZON`]): the send is then booked at the moment it
-    /// happens ([`key_store::book_sent`]).
+    /// happens ([`buckets::book_sent`]).
     pub slow: bool,
 }
 
@@ -194,7 +195,7 @@ impl Keyring {
             unused.images += g.cost as i32;
         }
         let unused: Vec<Unused> = by_bucket.into_values().collect();
-        key_store::give_back(pool, &unused).await
+        buckets::give_back(pool, &unused).await
     }
 
     /// One round trip for up to `want` slots: (key index, bucket, moments).
@@ -220,7 +221,7 @@ impl Keyring {
             .iter()
             .map(|(i, b)| (self.keys[*i].id.as_str(), b.as_str()))
             .collect();
-        let reserve = || key_store::reserve(pool, &candidates, cost, want, BATCH_HORIZON);
+        let reserve = || buckets::reserve(pool, &candidates, cost, want, BATCH_HORIZON);
         let mut found = reserve().await?;
         if found.key_id.is_none() && found.earliest.is_none() {
             // Rows may have been deleted (`genq keys reset`) since we ensured them.
@@ -276,7 +277,7 @@ impl Keyring {
         if force {
             self.register(pool).await?;
         }
-        key_store::ensure_buckets(pool, &missing).await?;
+        buckets::ensure_buckets(pool, &missing).await?;
         let mut ensured = self.ensured.lock().expect("keyring lock");
         ensured.extend(missing.into_iter().map(|s| s.id));
         Ok(())

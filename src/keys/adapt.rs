@@ -1,6 +1,6 @@
 //! Rates learned at run time, for keys whose limits nobody configured.
 //!
-//! The budget itself is a GCRA bucket in Postgres (`store::keys`). Its rate
+//! The budget itself is a GCRA bucket in Postgres (`store::buckets`). Its rate
 //! comes from the keys file, else from the provider's
 //! `x-ratelimit-limit-requests`, else from AIMD: a 429 cuts the rate
 //! multiplicatively; a run of successes adds a little, so a wrongly guessed
