@@ -15,9 +15,9 @@
 
 pub mod adapt;
 pub mod config;
-
+pub mod health;
 pub mod select;
 
 pub use config::*;
-
+pub use health::KeyHealth;
 pub use select::{Keyring, NoSlot, Slot};

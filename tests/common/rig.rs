@@ -54,9 +54,12 @@ impl Rig {
     /// A provider whose calls time out after `timeout`.
     pub fn provider_with_timeout(&self, keys: Vec<ApiKey>, timeout: Duration) -> ImagesProvider {
         let settings = ImagesSettings {
-            rate_limit_backoff: genq::retry::Backoff {
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(5),
+            health: genq::keys::health::HealthSettings {
+                rate_limit_backoff: genq::retry::Backoff {
+                    base: Duration::from_millis(200),
+                    max: Duration::from_secs(5),
+                },
+                ..Default::default()
             },
             ..ImagesSettings::default()
         };

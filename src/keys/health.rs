@@ -1,0 +1,297 @@
+//! What a provider's answer meant for the key that got it, recorded where
+//! every replica sees it. [`KeyHealth::record`] is the one entry point: the
+//! provider classifies an answer, this module decides and persists what it
+//! does to the key and its bucket.
+//!
+//! - success → counted (batched), streaks reset, an adaptive rate may creep up;
+//! - 429 → key and bucket cool for the provider's wait (from when the answer
+//!   arrived), else a backoff growing with consecutive 429s; an adaptive
+//!   bucket lowers its rate;
+//! - quota / 401 / 403 → key disabled with the reason (re-tested later);
+//! - content policy / invalid request → the key was fine;
+//! - 5xx / timeout → failure streak; the circuit opens after a threshold.
+//!
+//! Every answer also teaches the limits announced in `x-ratelimit-*` headers.
+
+use reqwest::header::HeaderMap;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::adapt::{self, Aimd};
+use crate::provider::headers;
+use crate::retry::Backoff;
+use crate::store::StoreError;
+use crate::store::buckets;
+use crate::store::keys as key_store;
+
+/// Tunables of [`KeyHealth`].
+#[derive(Debug, Clone, Copy)]
+pub struct HealthSettings {
+    /// Consecutive transient failures that open a key's circuit.
+    pub circuit_threshold: i32,
+    /// How long an open circuit keeps the key out.
+    pub circuit_open: Duration,
+    /// Cooldown after a 429 that named no wait, by consecutive 429s.
+    pub rate_limit_backoff: Backoff,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            circuit_threshold: 5,
+            circuit_open: Duration::from_secs(30),
+            rate_limit_backoff: Backoff {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+            },
+        }
+    }
+}
+
+/// What an answer meant for its key (the provider's classification).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Answer<'a> {
+    Success,
+    /// Rate limited; `wait` is the provider's hint, if it gave one.
+    RateLimited {
+        wait: Option<Duration>,
+    },
+    /// The key itself was refused (quota, 401, 403): `reason` says why.
+    KeyRejected {
+        reason: &'a str,
+    },
+    /// The job was refused (content policy, invalid request): the key was fine.
+    JobRejected,
+    /// A failure that may pass (5xx, timeout): `error` says what.
+    Transient {
+        error: &'a str,
+    },
+}
+
+/// What recording a 429 did to the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cooled {
+    /// How long the key now cools (the longer of the new wait and any
+    /// cooldown already set).
+    pub left: Duration,
+    /// For the job's record and operators.
+    pub reason: String,
+}
+
+/// The key-health policy of one worker process, over the shared state.
+pub struct KeyHealth {
+    pool: PgPool,
+    settings: HealthSettings,
+    /// Additive-increase state per bucket, for buckets with no configured limit.
+    aimd: Mutex<HashMap<String, Aimd>>,
+    /// Successful calls not yet written, per (key, bucket).
+    successes: Mutex<HashMap<(String, String), i32>>,
+    /// Held by the one task writing successes.
+    booking: tokio::sync::Mutex<()>,
+}
+
+impl KeyHealth {
+    pub fn new(pool: PgPool, settings: HealthSettings) -> Self {
+        KeyHealth {
+            pool,
+            settings,
+            aimd: Mutex::new(HashMap::new()),
+            successes: Mutex::new(HashMap::new()),
+            booking: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Records what `answer` (with its `headers` and HTTP `status`) meant
+    /// for `key_id`, whose slot came from `bucket`. Returns the cooldown a
+    /// 429 set. Failures to write are logged: key state is advisory for the
+    /// next call, never a reason to lose a job.
+    pub async fn record(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        status: Option<u16>,
+        headers: &HeaderMap,
+        answer: Answer<'_>,
+    ) -> Option<Cooled> {
+        self.learn(bucket, headers).await;
+        match answer {
+            Answer::Success => {
+                self.book_success(key_id, bucket).await;
+                None
+            }
+            Answer::RateLimited { wait } => Some(self.cool(key_id, bucket, wait, status).await),
+            Answer::KeyRejected { reason } => {
+                note(key_store::disable(&self.pool, key_id, reason).await);
+                None
+            }
+            Answer::JobRejected => {
+                note(key_store::record_used(&self.pool, key_id).await);
+                None
+            }
+            Answer::Transient { error } => {
+                let threshold = self.settings.circuit_threshold;
+                let open = chrono::Duration::from_std(self.settings.circuit_open)
+                    .unwrap_or(chrono::Duration::MAX);
+                match key_store::record_failure(&self.pool, key_id, error, threshold, open).await {
+                    Ok(n) if n >= threshold => {
+                        tracing::warn!(
+                            event = "key_cooldown",
+                            key_id,
+                            failures = n,
+                            wait_ms = self.settings.circuit_open.as_millis() as u64,
+                            "circuit open after consecutive failures"
+                        )
+                    }
+                    other => note(other),
+                }
+                None
+            }
+        }
+    }
+
+    /// Books a call that reserved its slot but was never sent (dry run).
+    pub async fn record_dry_run(&self, key_id: &str, bucket: &str) {
+        self.book_success(key_id, bucket).await;
+    }
+
+    /// Cools the key and bucket after a 429, from the moment the answer
+    /// arrived; returns how long the key now cools, and a reason.
+    async fn cool(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        wait: Option<Duration>,
+        status: Option<u16>,
+    ) -> Cooled {
+        let (streak, rpm, source) =
+            match key_store::note_rate_limited(&self.pool, key_id, bucket).await {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::warn!(error = %err, "recording a 429 failed");
+                    (1, 0.0, "configured".into())
+                }
+            };
+        let (wait, said) = match wait {
+            Some(w) => (w, "as the provider asked"),
+            None => (
+                self.settings
+                    .rate_limit_backoff
+                    .delay(streak.max(1) as u32, &mut rand::rng()),
+                "backoff: the provider named no wait",
+            ),
+        };
+        let new_rpm = (source != "configured" && rpm > 0.0).then(|| {
+            let mut aimd = self.aimd.lock().expect("aimd lock");
+            aimd.entry(bucket.to_string())
+                .or_default()
+                .on_rate_limited(rpm)
+        });
+        let reason = format!(
+            "HTTP {}: rate limited; key {key_id} cools for {:.1}s ({said})",
+            status.unwrap_or(429),
+            wait.as_secs_f64()
+        );
+        let left =
+            match key_store::cool_down(&self.pool, key_id, bucket, wait, &reason, new_rpm).await {
+                Ok(left) => left,
+                Err(err) => {
+                    tracing::warn!(error = %err, "persisting a cooldown failed");
+                    wait
+                }
+            };
+        tracing::info!(
+            event = "key_cooldown",
+            key_id,
+            wait_ms = left.as_millis() as u64,
+            new_rpm,
+            "key cooling down"
+        );
+        Cooled { left, reason }
+    }
+
+    /// Learns limits the provider announced in its headers.
+    async fn learn(&self, bucket: &str, headers: &HeaderMap) {
+        let info = headers::rate_limit_info(headers);
+        if let Some(rpm) = adapt::learned_rate(&info) {
+            note(buckets::set_rate(&self.pool, bucket, rpm, "learned").await);
+        }
+        if info.remaining_requests == Some(0)
+            && let Some(reset) = info.reset_requests
+        {
+            note(buckets::hold_bucket(&self.pool, bucket, reset).await);
+        }
+    }
+
+    /// Counts a successful call on its key. Whoever finds no write in
+    /// flight writes every success booked so far in one round trip; the
+    /// others go on at once, their successes riding on the next write.
+    async fn book_success(&self, key_id: &str, bucket: &str) {
+        *self
+            .successes
+            .lock()
+            .expect("successes lock")
+            .entry((key_id.to_string(), bucket.to_string()))
+            .or_default() += 1;
+        loop {
+            let Ok(writer) = self.booking.try_lock() else {
+                return; // the writer in flight takes ours too
+            };
+            loop {
+                let batch: Vec<key_store::Successes> =
+                    std::mem::take(&mut *self.successes.lock().expect("successes lock"))
+                        .into_iter()
+                        .map(|((key_id, bucket_id), calls)| key_store::Successes {
+                            key_id,
+                            bucket_id,
+                            calls,
+                        })
+                        .collect();
+                if batch.is_empty() {
+                    break;
+                }
+                match key_store::record_successes(&self.pool, &batch).await {
+                    Ok(rates) => {
+                        for (bucket, rpm, source) in rates {
+                            let calls = batch.iter().filter(|s| s.bucket_id == bucket);
+                            let calls: i32 = calls.map(|s| s.calls).sum();
+                            if source == "adaptive" {
+                                self.increase(&bucket, rpm, calls).await;
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        // Counters only: lost if the database is away, never a job.
+                        tracing::warn!(error = %err, calls = batch.len(), "booking successful calls failed");
+                        break;
+                    }
+                }
+            }
+            drop(writer);
+            // A success booked after our last look, whose caller saw us still
+            // writing, is ours to write.
+            if self.successes.lock().expect("successes lock").is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// After successes, an unconfigured and unlearned bucket creeps its rate up.
+    async fn increase(&self, bucket: &str, rpm: f64, successes: i32) {
+        let next = {
+            let mut aimd = self.aimd.lock().expect("aimd lock");
+            let state = aimd.entry(bucket.to_string()).or_default();
+            (0..successes).fold(rpm, |rate, _| state.on_success(rate, None))
+        };
+        if next != rpm {
+            note(buckets::set_rate(&self.pool, bucket, next, "adaptive").await);
+        }
+    }
+}
+
+fn note(result: Result<impl Sized, StoreError>) {
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "updating key state failed");
+    }
+}
