@@ -139,6 +139,10 @@ struct OpenAiArgs {
     /// Try a job's fallback models when its model has no key free within this many seconds.
     #[arg(long, env = "GENQ_FALLBACK_AFTER_SECS", default_value_t = 30.0)]
     fallback_after_secs: f64,
+    /// How often a key disabled for quota or an auth error is re-tested with
+    /// one real request (it comes back when that succeeds): 30s, 15m, 1h.
+    #[arg(long, env = "GENQ_KEY_RETEST", default_value = "15m", value_parser = parse_positive_duration)]
+    key_retest: Duration,
 }
 
 #[derive(Args)]
@@ -366,6 +370,14 @@ async fn run_worker(
     Ok(())
 }
 
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match genq::duration::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than zero, e.g. 15m".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_retention(text: &str) -> Result<Duration, String> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
@@ -407,7 +419,7 @@ fn images_provider(
             Duration::from_secs_f64(args.provider_timeout_secs),
         ),
         OutputStore::new(&args.output_dir),
-        Keyring::new(keys, args.default_rpm),
+        Keyring::new(keys, args.default_rpm).with_retest(args.key_retest),
         ImagesSettings {
             dry_run,
             ..ImagesSettings::default()

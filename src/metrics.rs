@@ -13,6 +13,7 @@
 //! | `genq_jobs_waiting_for_capacity_total` | counter | `model` |
 //! | `genq_queue_jobs` | gauge | `queue`, `model`, `state` |
 //! | `genq_queue_oldest_due_age_seconds` | gauge | `queue`, `model` |
+//! | `genq_queue_waiting_jobs` | gauge | `queue`, `model`, `reason` (disabled, cooling: every key serving the model is) |
 //! | `genq_keys` | gauge | `state` |
 //! | `genq_key_cooldown_seconds` | gauge | `key_id` (remaining) |
 
@@ -57,6 +58,21 @@ pub async fn render(pool: &PgPool) -> Result<String, StoreError> {
             ("state", stat.state.as_str().to_string()),
         ];
         gauge!("genq_queue_jobs", &labels).set(stat.jobs as f64);
+        if stat.state == crate::job::JobState::Queued {
+            // Queued jobs that wait because no key can serve their model, by why.
+            let why = stat.waiting.as_deref().map(|w| {
+                if w.contains(" is disabled") {
+                    "disabled"
+                } else {
+                    "cooling"
+                }
+            });
+            for reason in ["disabled", "cooling"] {
+                let n = if why == Some(reason) { stat.jobs } else { 0 };
+                gauge!("genq_queue_waiting_jobs", "queue" => stat.queue.clone(), "model" => stat.model.clone(), "reason" => reason)
+                    .set(n as f64);
+            }
+        }
         if let Some(age) = stat.oldest_queued_age_s {
             gauge!("genq_queue_oldest_due_age_seconds", "queue" => stat.queue, "model" => stat.model).set(age);
         }

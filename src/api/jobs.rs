@@ -101,7 +101,8 @@ fn list_filter(query: &ListQuery) -> Result<ListFilter, ApiError> {
     })
 }
 
-/// `GET /v1/jobs/{id}`: `{"job": {...}, "attempts": [...]}`.
+/// `GET /v1/jobs/{id}`: `{"job": {...}, "attempts": [...], "waiting": why}`,
+/// `waiting` saying why a queued job waits when no key can serve its model.
 pub async fn show(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -111,7 +112,15 @@ pub async fn show(
         .await?
         .ok_or_else(|| no_such_job(id))?;
     let attempts = store_jobs::attempts(&state.pool, id).await?;
-    Ok(Json(json!({ "job": job, "attempts": attempts })))
+    let waiting = match job.state {
+        crate::job::JobState::Queued => {
+            crate::store::keys::waiting_reason(&state.pool, &job.model).await?
+        }
+        _ => None,
+    };
+    Ok(Json(
+        json!({ "job": job, "attempts": attempts, "waiting": waiting }),
+    ))
 }
 
 /// `POST /v1/jobs/{id}/cancel`: 200 `{"job": ...}`; 409 unless the job is queued.

@@ -155,12 +155,19 @@ async fn show(args: ShowArgs) -> Result<()> {
         bail!("no job with id {}; see `genq jobs list`", args.id);
     };
     let attempts = jobs::attempts(&pool, args.id).await?;
+    let waiting = match job.state {
+        genq::job::JobState::Queued => genq::store::keys::waiting_reason(&pool, &job.model).await?,
+        _ => None,
+    };
     if args.json {
-        let doc = serde_json::json!({ "job": job, "attempts": attempts });
+        let doc = serde_json::json!({ "job": job, "attempts": attempts, "waiting": waiting });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     print!("{}", describe(&job));
+    if let Some(waiting) = waiting {
+        println!("{waiting}");
+    }
     println!();
     if attempts.is_empty() {
         println!("no attempts yet");

@@ -32,6 +32,10 @@ const MAX_BATCH: usize = 64;
 /// A granted slot unused this long after its moment is dropped, so late
 /// requests never bunch up with the next ones.
 const STALE_AFTER: Duration = Duration::from_millis(250);
+/// How often a process looks for disabled keys due a re-test.
+const RETEST_LOOKUP: Duration = Duration::from_secs(10);
+/// How often a disabled key is re-tested with one real request, by default.
+pub const DEFAULT_RETEST: Duration = Duration::from_secs(15 * 60);
 
 /// A reserved slot: call the provider with this key now.
 #[derive(Debug)]
@@ -89,6 +93,9 @@ pub struct Keyring {
     ensured: Mutex<HashSet<String>>,
     /// Slots reserved per model and not yet handed to a job.
     granted: Mutex<HashMap<String, VecDeque<Granted>>>,
+    /// How often a disabled key gets one re-test request.
+    retest: Duration,
+    retest_looked: Mutex<Option<Instant>>,
 }
 
 impl Keyring {
@@ -98,7 +105,21 @@ impl Keyring {
             default_rpm,
             ensured: Mutex::new(HashSet::new()),
             granted: Mutex::new(HashMap::new()),
+            retest: DEFAULT_RETEST,
+            retest_looked: Mutex::new(None),
         }
+    }
+
+    /// How often a disabled key is re-tested.
+    pub fn retest_every(&self) -> Duration {
+        self.retest
+    }
+
+    /// Re-tests a disabled key with one real request at most this often
+    /// (`GENQ_KEY_RETEST`); it comes back when that request succeeds.
+    pub fn with_retest(mut self, every: Duration) -> Self {
+        self.retest = every;
+        self
     }
 
     /// Gives every key a row (keeping state a previous run persisted).
@@ -198,6 +219,28 @@ impl Keyring {
         buckets::give_back(pool, &unused).await
     }
 
+    /// Disabled keys among `candidates` due their re-test, claimed for this
+    /// process (looked up at most every [`RETEST_LOOKUP`]).
+    async fn due_retests<'c>(
+        &self,
+        pool: &PgPool,
+        candidates: &[(&'c str, &str)],
+    ) -> Result<Vec<&'c str>, StoreError> {
+        {
+            let mut last = self.retest_looked.lock().expect("retest lock");
+            if last.is_some_and(|at| at.elapsed() < RETEST_LOOKUP.min(self.retest)) {
+                return Ok(Vec::new());
+            }
+            *last = Some(Instant::now());
+        }
+        let ids: Vec<&str> = candidates.iter().map(|c| c.0).collect();
+        let due = key_store::claim_retests(pool, &ids, self.retest).await?;
+        Ok(ids
+            .into_iter()
+            .filter(|id| due.iter().any(|d| d == id))
+            .collect())
+    }
+
     /// One round trip for up to `want` slots: (key index, bucket, moments).
     async fn reserve_batch(
         &self,
@@ -221,12 +264,16 @@ impl Keyring {
             .iter()
             .map(|(i, b)| (self.keys[*i].id.as_str(), b.as_str()))
             .collect();
-        let reserve = || buckets::reserve(pool, &candidates, cost, want, BATCH_HORIZON);
+        let retest = self.due_retests(pool, &candidates).await?;
+        let reserve = || buckets::reserve(pool, &candidates, cost, want, BATCH_HORIZON, &retest);
         let mut found = reserve().await?;
-        if found.key_id.is_none() && found.earliest.is_none() {
-            // Rows may have been deleted (`genq keys reset`) since we ensured them.
+        if found.missing > 0 {
+            // Buckets deleted since we ensured them (`genq keys reset`): seed
+            // them again so the key stays in rotation.
             self.ensure(pool, model, &serving, true).await?;
-            found = reserve().await?;
+            if found.key_id.is_none() {
+                found = reserve().await?;
+            }
         }
         Ok(match (found.key_id, found.earliest) {
             (Some(id), _) => {

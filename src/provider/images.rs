@@ -262,7 +262,9 @@ impl Provider for ImagesProvider {
             Ok(Err(no)) => Capacity::Wait {
                 retry_in: match no {
                     crate::keys::NoSlot::Until(wait) => Some(wait),
-                    _ => None,
+                    // Look again when a disabled key is due its re-test.
+                    crate::keys::NoSlot::AllDisabled => Some(self.keyring.retest_every()),
+                    crate::keys::NoSlot::NoKeyServes => None,
                 },
                 reason: no.describe(model),
             },

@@ -69,8 +69,15 @@ pub async fn ensure_buckets(pool: &PgPool, specs: &[BucketSpec]) -> Result<(), S
 }
 
 /// Granted key, slot waits, its bucket's interval, wait for the earliest
-/// candidate (seconds), raced.
-type ReserveRow = (Option<String>, Vec<f64>, Option<f64>, Option<f64>, bool);
+/// candidate (seconds), raced, candidates without a bucket.
+type ReserveRow = (
+    Option<String>,
+    Vec<f64>,
+    Option<f64>,
+    Option<f64>,
+    bool,
+    i64,
+);
 
 /// What [`reserve`] found. Times are waits from the database's `now()`, so
 /// a worker whose clock is off neither sends early nor sleeps too long.
@@ -85,12 +92,16 @@ pub struct Reservation {
     /// How long until the earliest usable candidate frees up (None: every
     /// candidate is disabled).
     pub earliest: Option<std::time::Duration>,
+    /// Candidates whose bucket row is missing (deleted by `genq keys
+    /// reset`): the caller seeds them again.
+    pub missing: i64,
 }
 
 /// Reserves up to `want` requests of `cost` images on the candidate whose
-/// bucket has the most room, skipping disabled and cooling keys and cooling
-/// buckets. `candidates` are (key id, bucket id) pairs, in preference order
-/// for ties.
+/// bucket has the most room, skipping disabled and cooling keys, keys
+/// blocked for the bucket's model, and cooling buckets. `candidates` are
+/// (key id, bucket id) pairs, in preference order for ties. Disabled keys
+/// named in `retest` are candidates too, for one slot: their re-test.
 ///
 /// Several slots are granted only as far as the bucket allows within
 /// `horizon` of now, each at the moment GCRA would allow it, so one round
@@ -102,6 +113,7 @@ pub async fn reserve(
     cost: u32,
     want: u32,
     horizon: std::time::Duration,
+    retest: &[&str],
 ) -> Result<Reservation, StoreError> {
     // The bucket's TAT is read in `avail` and must be unchanged when the
     // UPDATE takes the row lock (PostgreSQL re-checks the WHERE on the newest
@@ -112,7 +124,7 @@ pub async fn reserve(
         ), avail AS (
             SELECT c.key_id, c.bucket_id, c.ord, b.tat_requests AS tat,
                    60.0 / b.requests_per_minute AS every, b.burst,
-                   b.images_per_minute IS NOT NULL AS by_images,
+                   b.images_per_minute IS NOT NULL AS by_images, k.state = 'disabled' AS retest,
                    greatest(coalesce(k.cooldown_until, '-infinity'),
                             coalesce(b.cooldown_until, '-infinity'),
                             b.tat_requests - make_interval(secs => 60.0 / b.requests_per_minute * (b.burst - 1)),
@@ -123,10 +135,12 @@ pub async fn reserve(
               FROM cand c
               JOIN genq.api_keys k ON k.id = c.key_id
               JOIN genq.key_buckets b ON b.id = c.bucket_id
-             WHERE k.state <> 'disabled'
+             WHERE (k.state <> 'disabled' OR k.id = ANY($6))
+               AND NOT EXISTS (SELECT 1 FROM genq.key_model_blocks m
+                                WHERE m.key_id = k.id AND m.model = b.model)
         ), pick AS (
             SELECT key_id, bucket_id, tat, every, burst,
-                   CASE WHEN by_images THEN 1
+                   CASE WHEN by_images OR retest THEN 1
                         ELSE least($4::float8,
                                    1 + floor((extract(epoch FROM now() - greatest(tat, now()))::float8 + $5)
                                              / every) + burst - 1)::int
@@ -153,26 +167,31 @@ pub async fn reserve(
         SELECT (SELECT key_id FROM reserved), coalesce((SELECT slots FROM reserved), '{}'),
                (SELECT every FROM reserved),
                (SELECT extract(epoch FROM min(available_at) - now())::float8 FROM avail),
-               EXISTS (SELECT 1 FROM pick) AS raced";
+               EXISTS (SELECT 1 FROM pick) AS raced,
+               (SELECT count(*) FROM cand c
+                 WHERE NOT EXISTS (SELECT 1 FROM genq.key_buckets b WHERE b.id = c.bucket_id)) AS missing";
     let keys: Vec<&str> = candidates.iter().map(|c| c.0).collect();
     let buckets: Vec<&str> = candidates.iter().map(|c| c.1).collect();
     // A candidate that looked free but was taken by a concurrent caller
     // (the row lock's recheck failed) means the snapshot was stale: look again.
     for _ in 0..16 {
-        let (key_id, slots, interval, earliest, raced): ReserveRow = sqlx::query_as(RESERVE)
-            .bind(&keys)
-            .bind(&buckets)
-            .bind(cost.max(1) as i32)
-            .bind(want.max(1) as i32)
-            .bind(horizon.as_secs_f64())
-            .fetch_one(pool)
-            .await?;
+        let (key_id, slots, interval, earliest, raced, missing): ReserveRow =
+            sqlx::query_as(RESERVE)
+                .bind(&keys)
+                .bind(&buckets)
+                .bind(cost.max(1) as i32)
+                .bind(want.max(1) as i32)
+                .bind(horizon.as_secs_f64())
+                .bind(retest)
+                .fetch_one(pool)
+                .await?;
         if key_id.is_some() || !raced {
             return Ok(Reservation {
                 key_id,
                 slots: slots.into_iter().map(secs).collect(),
                 interval: interval.map(secs),
                 earliest: earliest.map(secs),
+                missing,
             });
         }
     }
@@ -181,6 +200,7 @@ pub async fn reserve(
         slots: Vec::new(),
         interval: None,
         earliest: Some(std::time::Duration::ZERO),
+        missing: 0,
     })
 }
 

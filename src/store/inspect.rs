@@ -150,6 +150,9 @@ pub struct QueueStat {
     pub oldest_queued_at: Option<DateTime<Utc>>,
     /// Seconds the oldest due queued job has waited (queued rows only).
     pub oldest_queued_age_s: Option<f64>,
+    /// Why these queued jobs wait, when every key serving the model is
+    /// disabled or cooling (queued rows only; `genq.model_waits`).
+    pub waiting: Option<String>,
 }
 
 /// The queue's shape: jobs per (queue, model, state), ordered by those.

@@ -57,7 +57,12 @@ pub async fn record_successes(
             UPDATE genq.api_keys a
                SET ok_count = a.ok_count + s.calls, consecutive_failures = 0, consecutive_429 = 0,
                    last_used_at = now(), updated_at = now(),
-                   state = CASE WHEN a.state = 'cooling' AND a.cooldown_until <= now() THEN 'active' ELSE a.state END
+                   -- a disabled key that answered a re-test request is back
+                   state = CASE WHEN a.state = 'disabled' THEN 'active'
+                                WHEN a.state = 'cooling' AND a.cooldown_until <= now() THEN 'active'
+                                ELSE a.state END,
+                   disabled_reason = CASE WHEN a.state = 'disabled' THEN NULL ELSE a.disabled_reason END,
+                   disabled_at = CASE WHEN a.state = 'disabled' THEN NULL ELSE a.disabled_at END
               FROM (SELECT key_id, sum(calls) AS calls FROM input GROUP BY key_id) s
              WHERE a.id = s.key_id)
          SELECT id, requests_per_minute, limit_source FROM genq.key_buckets
@@ -179,7 +184,7 @@ pub async fn disable(pool: &PgPool, key_id: &str, reason: &str) -> Result<bool, 
     let done = sqlx::query(
         "UPDATE genq.api_keys
             SET state = 'disabled', disabled_reason = $2, last_error = $2, error_count = error_count + 1,
-                updated_at = now()
+                disabled_at = now(), updated_at = now()
           WHERE id = $1",
     )
     .bind(key_id)
@@ -200,10 +205,12 @@ pub async fn enable(pool: &PgPool, key_id: &str) -> Result<bool, StoreError> {
               FROM genq.api_keys WHERE id = $1
          ), k AS (
             UPDATE genq.api_keys
-               SET state = 'active', disabled_reason = NULL, cooldown_until = NULL,
+               SET state = 'active', disabled_reason = NULL, disabled_at = NULL, cooldown_until = NULL,
                    consecutive_failures = 0, consecutive_429 = 0, updated_at = now()
              WHERE id = $1
             RETURNING coalesce(account, id) AS scope
+         ), unblocked AS (
+            DELETE FROM genq.key_model_blocks WHERE key_id = $1
          ), b AS (
             UPDATE genq.key_buckets b
                SET cooldown_until = NULL, tat_requests = least(b.tat_requests, now()),
@@ -221,35 +228,87 @@ pub async fn enable(pool: &PgPool, key_id: &str) -> Result<bool, StoreError> {
     Ok(found == 1)
 }
 
-/// Enables a key and forgets its counters and the learned (not configured)
-/// limits of its buckets, unless other keys share them. False if no such key.
+/// Enables a key (as [`enable`]) and forgets its counters, its model
+/// blocks and what was learned about the limits of its buckets (the
+/// learned and adaptive buckets are deleted, unless other keys share them).
+/// Running workers notice the missing buckets at their next reservation and
+/// seed them again, so the key never drops out of rotation. False if no
+/// such key.
 pub async fn reset(pool: &PgPool, key_id: &str) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
-    let scope: Option<String> = sqlx::query_scalar(
-        "UPDATE genq.api_keys
-            SET state = 'active', disabled_reason = NULL, cooldown_until = NULL, ok_count = 0,
-                rate_limited_count = 0, error_count = 0, consecutive_failures = 0, consecutive_429 = 0,
-                last_error = NULL, updated_at = now()
-          WHERE id = $1
-         RETURNING coalesce(account, id)",
-    )
-    .bind(key_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(scope) = scope else {
+    if !enable(pool, key_id).await? {
         return Ok(false);
-    };
+    }
     sqlx::query(
-        "DELETE FROM genq.key_buckets b
-          WHERE b.scope = $1 AND b.limit_source <> 'configured'
-            AND NOT EXISTS (SELECT 1 FROM genq.api_keys o WHERE o.id <> $2 AND coalesce(o.account, o.id) = $1)",
+        "WITH k AS (
+            UPDATE genq.api_keys
+               SET ok_count = 0, rate_limited_count = 0, error_count = 0, retested_at = NULL,
+                   last_error = NULL, updated_at = now()
+             WHERE id = $1
+            RETURNING coalesce(account, id) AS scope)
+         DELETE FROM genq.key_buckets b
+          USING k
+          WHERE b.scope = k.scope AND b.limit_source <> 'configured'
+            AND NOT EXISTS (SELECT 1 FROM genq.api_keys o WHERE o.id <> $1 AND coalesce(o.account, o.id) = k.scope)",
     )
-    .bind(&scope)
     .bind(key_id)
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    tx.commit().await?;
     Ok(true)
+}
+
+/// Of `key_ids`, the disabled ones due a re-test (disabled, or last
+/// re-tested, at least `every` ago), each marked as re-tested now. Atomic:
+/// across all replicas, one caller gets each key once per `every`.
+pub async fn claim_retests(
+    pool: &PgPool,
+    key_ids: &[&str],
+    every: std::time::Duration,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE genq.api_keys
+            SET retested_at = now()
+          WHERE id = ANY($1) AND state = 'disabled'
+            AND greatest(disabled_at, retested_at) <= now() - make_interval(secs => $2)
+         RETURNING id",
+    )
+    .bind(key_ids)
+    .bind(every.as_secs_f64())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Blocks a key for one model (the provider refused it that model only).
+pub async fn block_model(
+    pool: &PgPool,
+    key_id: &str,
+    model: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "WITH b AS (
+            INSERT INTO genq.key_model_blocks (key_id, model, reason) VALUES ($1, $2, $3)
+            ON CONFLICT (key_id, model) DO UPDATE SET reason = EXCLUDED.reason)
+         UPDATE genq.api_keys SET last_error = $3, error_count = error_count + 1, updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(key_id)
+    .bind(model)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Why queued jobs of `model` wait, if every key serving it is disabled or
+/// cooling (`genq.model_waits`).
+pub async fn waiting_reason(pool: &PgPool, model: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT reason FROM genq.model_waits WHERE model = $1")
+            .bind(model)
+            .fetch_optional(pool)
+            .await?
+            .flatten(),
+    )
 }
 
 /// A key as `genq keys list` and `GET /v1/keys` show it.
@@ -269,6 +328,8 @@ pub struct KeyStatus {
     pub last_error: Option<String>,
     /// Per model: "model=rate/min (source)".
     pub limits: Vec<String>,
+    /// Models this key may not serve (a 403 for that model): "model: reason".
+    pub blocked_models: Vec<String>,
 }
 
 /// Every key with its effective state and the limits of its buckets.
@@ -282,7 +343,9 @@ pub async fn list(pool: &PgPool) -> Result<Vec<KeyStatus>, StoreError> {
                 k.disabled_reason, k.ok_count, k.rate_limited_count, k.error_count, k.last_used_at, k.last_error,
                 coalesce((SELECT array_agg(format('%s=%s/min (%s)', b.model, round(b.requests_per_minute::numeric, 1),
                                                   b.limit_source) ORDER BY b.model)
-                            FROM genq.key_buckets b WHERE b.scope = coalesce(k.account, k.id)), '{}') AS limits
+                            FROM genq.key_buckets b WHERE b.scope = coalesce(k.account, k.id)), '{}') AS limits,
+                coalesce((SELECT array_agg(format('%s: %s', m.model, m.reason) ORDER BY m.model)
+                            FROM genq.key_model_blocks m WHERE m.key_id = k.id), '{}') AS blocked_models
            FROM genq.api_keys k
           ORDER BY k.id",
     )

@@ -123,7 +123,7 @@ impl<P: Provider> Producer<P> {
                         round.jobs.extend(got);
                     }
                     Capacity::Wait { retry_in, reason } => {
-                        self.block(&due.model, retry_in, &reason, &mut round);
+                        self.block(&due.model, retry_in, &reason, &mut round).await;
                         self.try_fallbacks(&queue, &due.model, room, &mut round)
                             .await?;
                     }
@@ -158,7 +158,13 @@ impl<P: Provider> Producer<P> {
         true
     }
 
-    fn block(&mut self, model: &str, retry_in: Option<Duration>, reason: &str, round: &mut Round) {
+    async fn block(
+        &mut self,
+        model: &str,
+        retry_in: Option<Duration>,
+        reason: &str,
+        round: &mut Round,
+    ) {
         let until = Instant::now() + retry_in.unwrap_or(NO_KEY_RECHECK);
         self.blocked.insert(
             model.to_string(),
@@ -221,7 +227,7 @@ impl<P: Provider> Producer<P> {
                     round.jobs.extend(got);
                 }
                 Capacity::Wait { retry_in, reason } => {
-                    self.block(&fallback, retry_in, &reason, round)
+                    self.block(&fallback, retry_in, &reason, round).await
                 }
             }
         }

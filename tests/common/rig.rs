@@ -53,6 +53,11 @@ impl Rig {
 
     /// A provider whose calls time out after `timeout`.
     pub fn provider_with_timeout(&self, keys: Vec<ApiKey>, timeout: Duration) -> ImagesProvider {
+        self.provider_from(Keyring::new(keys, 60.0), timeout)
+    }
+
+    /// A provider over `keyring`, whose calls time out after `timeout`.
+    pub fn provider_from(&self, keyring: Keyring, timeout: Duration) -> ImagesProvider {
         let settings = ImagesSettings {
             health: genq::keys::health::HealthSettings {
                 rate_limit_backoff: genq::retry::Backoff {
@@ -67,7 +72,7 @@ impl Rig {
             self.db.pool.clone(),
             ImagesClient::new(&self.base_url, timeout),
             OutputStore::new(&self.output),
-            Keyring::new(keys, 60.0),
+            keyring,
             settings,
         )
     }

@@ -1,0 +1,174 @@
+//! Operators' key actions and the keys' own recovery, end to end against
+//! `genq sim`: reset keeps a key in rotation, a disabled key is re-tested
+//! and comes back, and every place an operator looks says why jobs wait.
+
+mod common;
+
+use common::rig::{Rig, keys, sim_id};
+use common::{count_state, insert_jobs, wait_until};
+use genq::keys::Keyring;
+use genq::sim::{KeyBehavior, SimKey};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn reset_never_drops_a_key_out_of_rotation() {
+    let rig = Rig::new(vec![SimKey::new("sk-a", 600), SimKey::new("sk-b", 600)]).await;
+    let (worker, stop) = rig.worker(keys(&[("a", "sk-a"), ("b", "sk-b")]), 2).await;
+    insert_jobs(&rig.db.pool, 4, json!({})).await;
+    wait_until(Duration::from_secs(10), "the first jobs", || async {
+        count_state(&rig.db.pool, "succeeded").await == 4
+    })
+    .await;
+    // Forgets what was learned about a's limits (its bucket goes).
+    assert!(genq::store::keys::reset(&rig.db.pool, "a").await.unwrap());
+    let a_before = rig.log_for(&sim_id("sk-a")).len();
+    insert_jobs(&rig.db.pool, 20, json!({})).await;
+    wait_until(Duration::from_secs(10), "the next jobs", || async {
+        count_state(&rig.db.pool, "succeeded").await == 24
+    })
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+    let a_after = rig.log_for(&sim_id("sk-a")).len() - a_before;
+    let b_after = rig.log_for(&sim_id("sk-b")).len();
+    assert!(
+        a_after >= 5,
+        "key a served {a_after} of 20 jobs after the reset (b: {b_after})"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_key_is_retested_and_comes_back() {
+    let rig = Rig::new(vec![SimKey::new("sk-a", 600)]).await;
+    let keyring = Keyring::new(keys(&[("a", "sk-a")]), 600.0).with_retest(Duration::from_secs(2));
+    let provider = rig.provider_from(keyring, Duration::from_secs(10));
+    let (worker, stop) = rig.worker_with(provider, 2).await;
+    // Disabled as a quota answer would, though the key works again by now.
+    genq::store::keys::disable(&rig.db.pool, "a", "HTTP 429: insufficient_quota")
+        .await
+        .unwrap();
+    insert_jobs(&rig.db.pool, 3, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(rig.log_for(&sim_id("sk-a")).len(), 0, "re-tested too soon");
+    wait_until(
+        Duration::from_secs(10),
+        "the re-test and the jobs",
+        || async { count_state(&rig.db.pool, "succeeded").await == 3 },
+    )
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+    let key = &genq::store::keys::list(&rig.db.pool).await.unwrap()[0];
+    assert_eq!(
+        (key.state.as_str(), key.disabled_reason.as_deref()),
+        ("active", None)
+    );
+}
+
+#[tokio::test]
+async fn a_key_that_stays_bad_gets_one_retest_per_period_and_jobs_wait() {
+    let rig = Rig::new(vec![SimKey {
+        behavior: KeyBehavior::InsufficientQuota,
+        ..SimKey::new("sk-broke", 600)
+    }])
+    .await;
+    let every = Duration::from_secs(2);
+    let keyring = Keyring::new(keys(&[("broke", "sk-broke")]), 600.0).with_retest(every);
+    let provider = rig.provider_from(keyring, Duration::from_secs(10));
+    let (worker, stop) = rig.worker_with(provider, 2).await;
+    insert_jobs(&rig.db.pool, 3, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(7_000)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let log = rig.log_for(&sim_id("sk-broke"));
+    // The first call disables the key; then one re-test per 2 s at most.
+    assert!(
+        (2..=4).contains(&log.len()),
+        "{} requests in 7 s",
+        log.len()
+    );
+    for pair in log.windows(2) {
+        let gap = (pair[1].at - pair[0].at).to_std().unwrap();
+        assert!(gap >= every, "re-tests {gap:?} apart");
+    }
+    assert_eq!(
+        count_state(&rig.db.pool, "queued").await,
+        3,
+        "jobs wait, none fails"
+    );
+}
+
+#[tokio::test]
+async fn why_jobs_wait_is_said_in_the_job_view_stats_and_metrics() {
+    let rig = Rig::new(vec![SimKey {
+        behavior: KeyBehavior::InsufficientQuota,
+        ..SimKey::new("sk-broke", 600)
+    }])
+    .await;
+    let (worker, stop) = rig.worker(keys(&[("broke", "sk-broke")]), 2).await;
+    let id = genq::submit::submit(&rig.db.pool, &genq::job::NewJob::new("a fox"))
+        .await
+        .unwrap()
+        .id;
+    wait_until(
+        Duration::from_secs(10),
+        "the key to be disabled",
+        || async { genq::store::keys::list(&rig.db.pool).await.unwrap()[0].state == "disabled" },
+    )
+    .await;
+    let expected = "waiting: every key serving gpt-image-2 is disabled (quota); see genq keys list";
+    let why = genq::store::keys::waiting_reason(&rig.db.pool, "gpt-image-2")
+        .await
+        .unwrap();
+    assert_eq!(why.as_deref(), Some(expected));
+
+    // The HTTP API's job view.
+    let app = genq::api::router(genq::api::ApiState::new(rig.db.pool.clone(), None));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let view: serde_json::Value = reqwest::get(format!("http://{addr}/v1/jobs/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["job"]["state"], "queued");
+    assert_eq!(view["waiting"], expected);
+
+    // genq.queue_stats and /metrics.
+    let stats = genq::store::inspect::queue_stats(&rig.db.pool)
+        .await
+        .unwrap();
+    let queued = stats
+        .iter()
+        .find(|s| s.state == genq::job::JobState::Queued)
+        .unwrap();
+    assert_eq!(queued.waiting.as_deref(), Some(expected));
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("genq_queue_waiting_jobs")
+                && l.contains("reason=\"disabled\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // `genq jobs show`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genq"))
+        .args(["jobs", "show", &id.to_string()])
+        .env("DATABASE_URL", &rig.db.url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(expected), "{text}");
+    stop.cancel();
+    worker.await.unwrap();
+}
