@@ -27,6 +27,9 @@ async fn setup(db: &TestDb, keys_and_rates: &[(&str, f64, u32)]) {
             requests_per_minute: *rpm,
             images_per_minute: None,
             burst: *burst,
+            requests_per_day: None,
+            images_per_day: None,
+            day_secs: 86_400.0,
             configured: true,
         })
         .collect();
@@ -212,6 +215,9 @@ async fn images_are_counted_by_n() {
         requests_per_minute: 6000.0,
         images_per_minute: Some(60.0),
         burst: 4,
+        requests_per_day: None,
+        images_per_day: None,
+        day_secs: 86_400.0,
         configured: true,
     };
     buckets::ensure_buckets(&db.pool, &[spec]).await.unwrap();
@@ -255,6 +261,9 @@ async fn configured_limits_override_and_learned_ones_survive_a_restart() {
         requests_per_minute: 60.0,
         images_per_minute: None,
         burst: 1,
+        requests_per_day: None,
+        images_per_day: None,
+        day_secs: 86_400.0,
         configured: false,
     };
     buckets::ensure_buckets(&db.pool, std::slice::from_ref(&adaptive))
@@ -274,6 +283,9 @@ async fn configured_limits_override_and_learned_ones_survive_a_restart() {
         &db.pool,
         &[BucketSpec {
             requests_per_minute: 90.0,
+            requests_per_day: None,
+            images_per_day: None,
+            day_secs: 86_400.0,
             configured: true,
             ..adaptive
         }],
@@ -287,4 +299,61 @@ async fn configured_limits_override_and_learned_ones_survive_a_restart() {
         keys::list(&db.pool).await.unwrap()[0].limits,
         ["m=90.0/min (configured)"]
     );
+}
+
+#[tokio::test]
+async fn a_daily_cap_grants_its_count_per_window_then_waits_for_the_next() {
+    let db = TestDb::new().await;
+    setup(&db, &[("a", 6000.0, 5)]).await;
+    let spec = BucketSpec {
+        id: "a/m".into(),
+        scope: "a".into(),
+        model: "m".into(),
+        requests_per_minute: 6000.0,
+        images_per_minute: None,
+        burst: 5,
+        requests_per_day: Some(3),
+        images_per_day: None,
+        day_secs: 2.0,
+        configured: true,
+    };
+    buckets::ensure_buckets(&db.pool, &[spec]).await.unwrap();
+    let horizon = Duration::from_millis(50);
+    let first = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        first.slots.len(),
+        3,
+        "the day's 3, though 10 were asked and the rate allows 5"
+    );
+    let spent = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[])
+        .await
+        .unwrap();
+    assert_eq!(spent.key_id, None);
+    let wait = spent.earliest.unwrap();
+    assert!(
+        wait > Duration::from_millis(1800) && wait <= Duration::from_secs(2),
+        "{wait:?}"
+    );
+    // A slot given back is the day's again.
+    buckets::give_back(
+        &db.pool,
+        &[buckets::Unused {
+            bucket_id: "a/m".into(),
+            requests: 1,
+            images: 1,
+        }],
+    )
+    .await
+    .unwrap();
+    let again = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[])
+        .await
+        .unwrap();
+    assert_eq!(again.slots.len(), 1);
+    tokio::time::sleep(wait).await;
+    let next_day = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[])
+        .await
+        .unwrap();
+    assert_eq!(next_day.slots.len(), 3, "a new window");
 }

@@ -12,6 +12,9 @@
 //! requests_per_minute = 50
 //! images_per_minute = 100      # optional
 //! burst = 2                    # optional, default 1
+//! requests_per_day = 200       # optional daily caps (some tiers have them)
+//! images_per_day = 400
+//! daily_window_secs = 86400    # optional: the provider's daily window
 //! ```
 //! A key named in both the environment and the file takes its limits from the file.
 //! Limits left out are learned at run time from `x-ratelimit-*` headers and 429s.
@@ -31,10 +34,24 @@ pub struct Limits {
     pub images_per_minute: Option<f64>,
     #[serde(default = "one")]
     pub burst: u32,
+    /// A daily cap on requests (some tiers have one), counted per window.
+    #[serde(default)]
+    pub requests_per_day: Option<u32>,
+    /// A daily cap on images.
+    #[serde(default)]
+    pub images_per_day: Option<u32>,
+    /// The length of the provider's daily window, in seconds (86400 unless
+    /// a provider counts otherwise).
+    #[serde(default = "day_secs")]
+    pub daily_window_secs: f64,
 }
 
 fn one() -> u32 {
     1
+}
+
+fn day_secs() -> f64 {
+    86_400.0
 }
 
 fn positive(rate: f64) -> bool {
@@ -169,9 +186,15 @@ pub fn parse_keys_file(
                 }
             };
             for (model, l) in &k.limits {
-                if !positive(l.requests_per_minute) || l.images_per_minute.is_some_and(|v| !positive(v)) || l.burst == 0 {
+                if !positive(l.requests_per_minute)
+                    || l.images_per_minute.is_some_and(|v| !positive(v))
+                    || l.burst == 0
+                    || l.requests_per_day == Some(0)
+                    || l.images_per_day == Some(0)
+                    || !positive(l.daily_window_secs)
+                {
                     return Err(KeysError(format!(
-                        "keys file: key {label}, model {model}: limits must be positive (requests_per_minute > 0, images_per_minute > 0, burst >= 1)"
+                        "keys file: key {label}, model {model}: limits must be positive (requests_per_minute > 0, images_per_minute > 0, burst >= 1, requests_per_day and images_per_day >= 1, daily_window_secs > 0)"
                     )));
                 }
             }
@@ -278,7 +301,10 @@ mod tests {
             Some(Limits {
                 requests_per_minute: 50.0,
                 images_per_minute: Some(100.0),
-                burst: 2
+                burst: 2,
+                requests_per_day: None,
+                images_per_day: None,
+                daily_window_secs: 86_400.0,
             })
         );
         assert_eq!(

@@ -313,6 +313,9 @@ impl Keyring {
                             .map_or(self.default_rpm, |l| l.requests_per_minute),
                         images_per_minute: limits.and_then(|l| l.images_per_minute),
                         burst: limits.map_or(1, |l| l.burst),
+                        requests_per_day: limits.and_then(|l| l.requests_per_day),
+                        images_per_day: limits.and_then(|l| l.images_per_day),
+                        day_secs: limits.map_or(86_400.0, |l| l.daily_window_secs),
                         configured: limits.is_some(),
                     }
                 })

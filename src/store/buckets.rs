@@ -21,6 +21,10 @@ pub struct BucketSpec {
     pub requests_per_minute: f64,
     pub images_per_minute: Option<f64>,
     pub burst: u32,
+    /// Daily caps, counted in windows of `day_secs`.
+    pub requests_per_day: Option<u32>,
+    pub images_per_day: Option<u32>,
+    pub day_secs: f64,
     /// Configured limits overwrite the row; others only seed a new row.
     pub configured: bool,
 }
@@ -34,6 +38,15 @@ pub async fn ensure_buckets(pool: &PgPool, specs: &[BucketSpec]) -> Result<(), S
     let rpm: Vec<f64> = specs.iter().map(|s| s.requests_per_minute).collect();
     let ipm: Vec<Option<f64>> = specs.iter().map(|s| s.images_per_minute).collect();
     let burst: Vec<i32> = specs.iter().map(|s| s.burst as i32).collect();
+    let rpd: Vec<Option<i32>> = specs
+        .iter()
+        .map(|s| s.requests_per_day.map(|v| v as i32))
+        .collect();
+    let ipd: Vec<Option<i32>> = specs
+        .iter()
+        .map(|s| s.images_per_day.map(|v| v as i32))
+        .collect();
+    let day: Vec<f64> = specs.iter().map(|s| s.day_secs).collect();
     let source: Vec<&str> = specs
         .iter()
         .map(|s| {
@@ -45,16 +58,22 @@ pub async fn ensure_buckets(pool: &PgPool, specs: &[BucketSpec]) -> Result<(), S
         })
         .collect();
     sqlx::query(
-        "INSERT INTO genq.key_buckets (id, scope, model, requests_per_minute, images_per_minute, burst, limit_source)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::int[], $7::text[])
+        "INSERT INTO genq.key_buckets (id, scope, model, requests_per_minute, images_per_minute, burst,
+                                       limit_source, requests_per_day, images_per_day, day_secs)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::int[],
+                              $7::text[], $8::int[], $9::int[], $10::float8[])
          ON CONFLICT (id) DO UPDATE
             SET requests_per_minute = EXCLUDED.requests_per_minute,
                 images_per_minute = EXCLUDED.images_per_minute,
-                burst = EXCLUDED.burst, limit_source = 'configured', updated_at = now()
+                burst = EXCLUDED.burst, limit_source = 'configured',
+                requests_per_day = EXCLUDED.requests_per_day, images_per_day = EXCLUDED.images_per_day,
+                day_secs = EXCLUDED.day_secs, updated_at = now()
           WHERE EXCLUDED.limit_source = 'configured'
             AND (genq.key_buckets.limit_source <> 'configured'
-                 OR (genq.key_buckets.requests_per_minute, genq.key_buckets.images_per_minute, genq.key_buckets.burst)
-                    IS DISTINCT FROM (EXCLUDED.requests_per_minute, EXCLUDED.images_per_minute, EXCLUDED.burst))",
+                 OR (genq.key_buckets.requests_per_minute, genq.key_buckets.images_per_minute, genq.key_buckets.burst,
+                     genq.key_buckets.requests_per_day, genq.key_buckets.images_per_day, genq.key_buckets.day_secs)
+                    IS DISTINCT FROM (EXCLUDED.requests_per_minute, EXCLUDED.images_per_minute, EXCLUDED.burst,
+                                      EXCLUDED.requests_per_day, EXCLUDED.images_per_day, EXCLUDED.day_secs))",
     )
     .bind(&ids)
     .bind(&scopes)
@@ -63,6 +82,9 @@ pub async fn ensure_buckets(pool: &PgPool, specs: &[BucketSpec]) -> Result<(), S
     .bind(&ipm)
     .bind(&burst)
     .bind(&source)
+    .bind(&rpd)
+    .bind(&ipd)
+    .bind(&day)
     .execute(pool)
     .await?;
     Ok(())
@@ -121,39 +143,60 @@ pub async fn reserve(
     const RESERVE: &str = "
         WITH cand AS (
             SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS c(key_id, bucket_id, ord)
-        ), avail AS (
-            SELECT c.key_id, c.bucket_id, c.ord, b.tat_requests AS tat,
-                   60.0 / b.requests_per_minute AS every, b.burst,
+        ), usable AS (
+            SELECT c.key_id, c.bucket_id, c.ord, b.tat_requests AS tat, b.tat_images,
+                   60.0 / b.requests_per_minute AS every, b.burst, b.images_per_minute,
                    b.images_per_minute IS NOT NULL AS by_images, k.state = 'disabled' AS retest,
-                   greatest(coalesce(k.cooldown_until, '-infinity'),
-                            coalesce(b.cooldown_until, '-infinity'),
-                            b.tat_requests - make_interval(secs => 60.0 / b.requests_per_minute * (b.burst - 1)),
-                            CASE WHEN b.images_per_minute IS NULL THEN '-infinity'::timestamptz
-                                 ELSE b.tat_images - make_interval(secs => 60.0 / b.images_per_minute
-                                                                          * (greatest(b.burst, $3) - $3)) END
-                   ) AS available_at
+                   greatest(coalesce(k.cooldown_until, '-infinity'), coalesce(b.cooldown_until, '-infinity'))
+                       AS cooling_until,
+                   b.requests_per_day, b.images_per_day, b.day_requests, b.day_images,
+                   b.day_started_at + make_interval(secs => b.day_secs) AS day_ends,
+                   coalesce(b.day_started_at + make_interval(secs => b.day_secs) > now(), false) AS in_day
               FROM cand c
               JOIN genq.api_keys k ON k.id = c.key_id
               JOIN genq.key_buckets b ON b.id = c.bucket_id
              WHERE (k.state <> 'disabled' OR k.id = ANY($6))
                AND NOT EXISTS (SELECT 1 FROM genq.key_model_blocks m
                                 WHERE m.key_id = k.id AND m.model = b.model)
+        ), avail AS (
+            SELECT u.*,
+                   -- what the daily caps leave in the current window (NULL: no cap)
+                   CASE WHEN in_day THEN requests_per_day - day_requests ELSE requests_per_day END AS day_left,
+                   CASE WHEN in_day THEN images_per_day - day_images ELSE images_per_day END AS day_images_left,
+                   greatest(cooling_until,
+                            tat - make_interval(secs => every * (burst - 1)),
+                            CASE WHEN images_per_minute IS NULL THEN '-infinity'::timestamptz
+                                 ELSE tat_images - make_interval(secs => 60.0 / images_per_minute
+                                                                        * (greatest(burst, $3) - $3)) END,
+                            CASE WHEN in_day AND (day_requests >= requests_per_day
+                                                  OR day_images + $3 > images_per_day)
+                                 THEN day_ends ELSE '-infinity'::timestamptz END
+                   ) AS available_at
+              FROM usable u
         ), pick AS (
             SELECT key_id, bucket_id, tat, every, burst,
-                   CASE WHEN by_images OR retest THEN 1
-                        ELSE least($4::float8,
-                                   1 + floor((extract(epoch FROM now() - greatest(tat, now()))::float8 + $5)
-                                             / every) + burst - 1)::int
-                   END AS n
+                   least(CASE WHEN by_images OR retest THEN 1
+                              ELSE least($4::float8,
+                                         1 + floor((extract(epoch FROM now() - greatest(tat, now()))::float8 + $5)
+                                                   / every) + burst - 1)::int
+                         END, day_left, day_images_left / $3) AS n
               FROM avail WHERE available_at <= now()
              ORDER BY available_at, ord LIMIT 1
         ), reserved AS (
             UPDATE genq.key_buckets b
                SET tat_requests = greatest(b.tat_requests, now()) + make_interval(secs => p.every * p.n),
                    tat_images = CASE WHEN b.images_per_minute IS NULL THEN b.tat_images
-                                ELSE greatest(b.tat_images, now()) + make_interval(secs => 60.0 / b.images_per_minute * $3) END
+                                ELSE greatest(b.tat_images, now()) + make_interval(secs => 60.0 / b.images_per_minute * $3) END,
+                   -- a daily window starts with its first request
+                   day_started_at = CASE WHEN b.day_started_at + make_interval(secs => b.day_secs) > now()
+                                         THEN b.day_started_at ELSE now() END,
+                   day_requests = CASE WHEN b.day_started_at + make_interval(secs => b.day_secs) > now()
+                                       THEN b.day_requests + p.n ELSE p.n END,
+                   day_images = CASE WHEN b.day_started_at + make_interval(secs => b.day_secs) > now()
+                                     THEN b.day_images + $3 * p.n ELSE $3 * p.n END
               FROM pick p
              WHERE b.id = p.bucket_id
+               AND p.n >= 1
                AND b.tat_requests = p.tat
                AND coalesce(b.cooldown_until, '-infinity') <= now()
                AND (b.images_per_minute IS NULL
@@ -229,6 +272,8 @@ pub async fn give_back(pool: &PgPool, unused: &[Unused]) -> Result<(), StoreErro
             SET tat_requests = greatest(now(), b.tat_requests - make_interval(secs => 60.0 / b.requests_per_minute * u.requests)),
                 tat_images = CASE WHEN b.images_per_minute IS NULL THEN b.tat_images
                              ELSE greatest(now(), b.tat_images - make_interval(secs => 60.0 / b.images_per_minute * u.images)) END,
+                day_requests = greatest(0, b.day_requests - u.requests),
+                day_images = greatest(0, b.day_images - u.images),
                 updated_at = now()
            FROM (SELECT id, sum(requests) AS requests, sum(images) AS images
                    FROM unnest($1::text[], $2::int[], $3::int[]) AS t(id, requests, images) GROUP BY id) u
