@@ -121,22 +121,56 @@ pub fn parse_env_keys(list: &str) -> Result<Vec<ApiKey>, KeysError> {
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|entry| {
-            let (name, secret) = match entry.split_once('=') {
-                Some((name, secret)) => (Some(name.trim()), secret.trim()),
-                None => (None, entry),
+        .enumerate()
+        .map(|(i, entry)| {
+            let (label, secret) = split_entry(entry);
+            let (name, account) = match label {
+                Some(label) => match label.split_once('@') {
+                    Some((name, account)) => (Some(name.trim()), Some(account.trim())),
+                    None => (Some(label), None),
+                },
+                None => (None, None),
             };
             if secret.is_empty() {
                 return Err(KeysError(format!(
-                    "OPENAI_API_KEYS entry named {:?} has no secret; write name=secret",
+                    "OPENAI_API_KEYS entry {} (named {:?}) has no secret; write name=secret",
+                    i + 1,
                     name.unwrap_or("")
                 )));
             }
-            let key = new_key(name.map(str::to_string), ApiSecret::new(secret));
+            if account.is_some_and(str::is_empty) {
+                return Err(KeysError(format!(
+                    "OPENAI_API_KEYS entry {} (named {:?}) names an empty account; write name@account=secret",
+                    i + 1,
+                    name.unwrap_or("")
+                )));
+            }
+            let mut key = new_key(name.map(str::to_string), ApiSecret::new(secret));
+            key.account = account.map(str::to_string);
             check_secret(&key.id, secret)?;
             Ok(key)
         })
         .collect()
+}
+
+/// Splits `name=secret`, `name@account=secret` or a bare `secret`. A bare
+/// secret may itself contain `=` (base64 padding): the text before the
+/// first `=` is a name only if it looks like one (letters, digits, `-_.@/:`)
+/// and not like a secret (`sk-…`).
+fn split_entry(entry: &str) -> (Option<&str>, &str) {
+    match entry.split_once('=') {
+        Some((label, secret))
+            if !label.trim().is_empty()
+                && !label.trim().starts_with("sk-")
+                && label
+                    .trim()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@/:".contains(c)) =>
+        {
+            (Some(label.trim()), secret.trim())
+        }
+        _ => (None, entry),
+    }
 }
 
 /// An HTTP header can carry only visible ASCII; anything else is a paste error.
@@ -271,7 +305,41 @@ mod tests {
         );
         assert_eq!(
             parse_env_keys("team=").unwrap_err().0,
-            "OPENAI_API_KEYS entry named \"team\" has no secret; write name=secret"
+            "OPENAI_API_KEYS entry 1 (named \"team\") has no secret; write name=secret"
+        );
+    }
+
+    #[test]
+    fn env_keys_take_accounts_and_secrets_with_equals_signs() {
+        // (entry, id, account, secret)
+        let rows = [
+            ("a@org-1/proj-1=sk-x", "a", Some("org-1/proj-1"), "sk-x"),
+            ("b=sk-pad==", "b", None, "sk-pad=="),
+            ("sk-bare==", "", None, "sk-bare=="),
+            ("sk-looks=like-a-name", "", None, "sk-looks=like-a-name"),
+            ("c@acct=sk-y=", "c", Some("acct"), "sk-y="),
+        ];
+        for (entry, id, account, secret) in rows {
+            let key = &parse_env_keys(entry).unwrap()[0];
+            let id = if id.is_empty() {
+                ApiSecret::new(secret).key_id()
+            } else {
+                id.to_string()
+            };
+            assert_eq!(
+                (key.id.as_str(), key.account.as_deref(), key.secret.expose()),
+                (id.as_str(), account, secret),
+                "{entry}"
+            );
+        }
+        let err = parse_env_keys("ok=sk-1,a@=sk-2").unwrap_err().0;
+        assert_eq!(
+            err,
+            "OPENAI_API_KEYS entry 2 (named \"a\") names an empty account; write name@account=secret"
+        );
+        assert!(
+            !err.contains("sk-2"),
+            "a refused entry never shows its secret"
         );
     }
 
