@@ -5,7 +5,17 @@
 ALTER TABLE genq.api_keys
     ADD COLUMN disabled_at timestamptz,
     -- When a worker last sent a disabled key's one re-test request.
-    ADD COLUMN retested_at timestamptz;
+    ADD COLUMN retested_at timestamptz,
+    -- The provider's organization/project for a key with no configured
+    -- account, from its answers' openai-organization / openai-project
+    -- headers: keys of one project share its budget.
+    ADD COLUMN discovered_account text;
+COMMENT ON COLUMN genq.api_keys.discovered_account IS
+    'organization/project the provider named in its answers; used when account is not configured.';
+
+CREATE TRIGGER api_keys_notify_account AFTER UPDATE OF discovered_account ON genq.api_keys
+    FOR EACH ROW WHEN (NEW.discovered_account IS DISTINCT FROM OLD.discovered_account)
+    EXECUTE FUNCTION genq.notify_keys();
 UPDATE genq.api_keys SET disabled_at = updated_at WHERE state = 'disabled';
 
 -- A key the provider refused for one model (e.g. an organization not
@@ -42,7 +52,7 @@ WITH serving AS (
                 ELSE coalesce(left(k.disabled_reason, 80), 'disabled') END AS why_disabled,
            greatest(k.cooldown_until, b.cooldown_until) AS cooling_until
       FROM genq.key_buckets b
-      JOIN genq.api_keys k ON coalesce(k.account, k.id) = b.scope
+      JOIN genq.api_keys k ON coalesce(k.account, k.discovered_account, k.id) = b.scope
       LEFT JOIN genq.key_model_blocks m ON m.key_id = k.id AND m.model = b.model
 )
 SELECT model,

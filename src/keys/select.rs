@@ -32,8 +32,9 @@ const MAX_BATCH: usize = 64;
 /// A granted slot unused this long after its moment is dropped, so late
 /// requests never bunch up with the next ones.
 const STALE_AFTER: Duration = Duration::from_millis(250);
-/// How often a process looks for disabled keys due a re-test.
-const RETEST_LOOKUP: Duration = Duration::from_secs(10);
+/// How often a process looks for disabled keys due a re-test, and for
+/// accounts other replicas discovered.
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
 /// How often a disabled key is re-tested with one real request, by default.
 pub const DEFAULT_RETEST: Duration = Duration::from_secs(15 * 60);
 
@@ -95,7 +96,11 @@ pub struct Keyring {
     granted: Mutex<HashMap<String, VecDeque<Granted>>>,
     /// How often a disabled key gets one re-test request.
     retest: Duration,
-    retest_looked: Mutex<Option<Instant>>,
+    /// When this process last looked for re-tests and discovered accounts.
+    refreshed: Mutex<Option<Instant>>,
+    /// Accounts the provider's answers showed, per key index, for keys with
+    /// no configured account.
+    discovered: Mutex<HashMap<usize, String>>,
 }
 
 impl Keyring {
@@ -106,7 +111,8 @@ impl Keyring {
             ensured: Mutex::new(HashSet::new()),
             granted: Mutex::new(HashMap::new()),
             retest: DEFAULT_RETEST,
-            retest_looked: Mutex::new(None),
+            refreshed: Mutex::new(None),
+            discovered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -132,7 +138,8 @@ impl Keyring {
                 account: k.account.as_deref(),
             })
             .collect();
-        key_store::register(pool, &rows).await
+        key_store::register(pool, &rows).await?;
+        self.load_discovered(pool).await
     }
 
     /// Reserves up to `want` calls of `model` (the first costing `cost`
@@ -227,18 +234,76 @@ impl Keyring {
         candidates: &[(&'c str, &str)],
     ) -> Result<Vec<&'c str>, StoreError> {
         {
-            let mut last = self.retest_looked.lock().expect("retest lock");
-            if last.is_some_and(|at| at.elapsed() < RETEST_LOOKUP.min(self.retest)) {
+            let mut last = self.refreshed.lock().expect("refresh lock");
+            if last.is_some_and(|at| at.elapsed() < REFRESH_EVERY.min(self.retest)) {
                 return Ok(Vec::new());
             }
             *last = Some(Instant::now());
         }
+        self.load_discovered(pool).await?;
         let ids: Vec<&str> = candidates.iter().map(|c| c.0).collect();
         let due = key_store::claim_retests(pool, &ids, self.retest).await?;
         Ok(ids
             .into_iter()
             .filter(|id| due.iter().any(|d| d == id))
             .collect())
+    }
+
+    /// Loads the accounts the provider named for our keys (this or another
+    /// replica saw them).
+    async fn load_discovered(&self, pool: &PgPool) -> Result<(), StoreError> {
+        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        let found = key_store::discovered_accounts(pool, &ids).await?;
+        let mut discovered = self.discovered.lock().expect("discovered lock");
+        for (id, account) in found {
+            if let Some(i) = self.keys.iter().position(|k| k.id == id) {
+                discovered.insert(i, account);
+            }
+        }
+        Ok(())
+    }
+
+    /// The bucket scope of key `i`: its configured account, else the
+    /// account the provider named, else the key itself.
+    fn scope_of(&self, i: usize) -> String {
+        let key = &self.keys[i];
+        if let Some(account) = &key.account {
+            return account.clone();
+        }
+        let discovered = self.discovered.lock().expect("discovered lock");
+        discovered
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| key.id.clone())
+    }
+
+    /// Learns from an answer's `openai-organization` / `openai-project`
+    /// headers which account a key with no configured account belongs to:
+    /// keys of one project then share one budget, on every replica.
+    pub async fn learn_account(
+        &self,
+        pool: &PgPool,
+        key_id: &str,
+        headers: &reqwest::header::HeaderMap,
+    ) -> Result<(), StoreError> {
+        let Some(i) = self.keys.iter().position(|k| k.id == key_id) else {
+            return Ok(());
+        };
+        if self.keys[i].account.is_some() {
+            return Ok(());
+        }
+        let Some(account) = account_from_headers(headers) else {
+            return Ok(());
+        };
+        if self.discovered.lock().expect("discovered lock").get(&i) == Some(&account) {
+            return Ok(());
+        }
+        key_store::discover_account(pool, key_id, &account).await?;
+        self.discovered
+            .lock()
+            .expect("discovered lock")
+            .insert(i, account);
+        Ok(())
     }
 
     /// One round trip for up to `want` slots: (key index, bucket, moments).
@@ -254,7 +319,7 @@ impl Keyring {
             .iter()
             .enumerate()
             .filter(|(_, k)| k.serves(model))
-            .map(|(i, k)| (i, bucket_id(k.scope(), model)))
+            .map(|(i, _)| (i, bucket_id(&self.scope_of(i), model)))
             .collect();
         if serving.is_empty() {
             return Ok(Err(NoSlot::NoKeyServes));
@@ -307,7 +372,7 @@ impl Keyring {
                     let limits = k.limits_for(model);
                     BucketSpec {
                         id: b.clone(),
-                        scope: k.scope().to_string(),
+                        scope: self.scope_of(*i),
                         model: model.to_string(),
                         requests_per_minute: limits
                             .map_or(self.default_rpm, |l| l.requests_per_minute),
@@ -331,5 +396,63 @@ impl Keyring {
         let mut ensured = self.ensured.lock().expect("keyring lock");
         ensured.extend(missing.into_iter().map(|s| s.id));
         Ok(())
+    }
+}
+
+/// The account an answer names: `organization/project`, or either alone.
+/// Values that are not plain identifiers (letters, digits, `-_.`, at most
+/// 64 characters) are ignored: headers come from outside.
+pub fn account_from_headers(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 64
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            })
+    };
+    match (get("openai-organization"), get("openai-project")) {
+        (Some(org), Some(project)) => Some(format!("{org}/{project}")),
+        (Some(org), None) => Some(org.to_string()),
+        (None, Some(project)) => Some(project.to_string()),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn accounts_come_from_plain_organization_and_project_headers() {
+        let long = "x".repeat(65);
+        // (organization, project, account)
+        let rows: [(Option<&str>, Option<&str>, Option<&str>); 6] = [
+            (Some("org-a"), Some("proj_1"), Some("org-a/proj_1")),
+            (Some("org-a"), None, Some("org-a")),
+            (None, Some("proj_1"), Some("proj_1")),
+            (None, None, None),
+            (Some("org a;drop"), Some("proj_1"), Some("proj_1")),
+            (Some(&long), None, None),
+        ];
+        for (org, project, account) in rows {
+            let mut headers = HeaderMap::new();
+            if let Some(org) = org {
+                headers.insert("openai-organization", HeaderValue::from_str(org).unwrap());
+            }
+            if let Some(project) = project {
+                headers.insert("openai-project", HeaderValue::from_str(project).unwrap());
+            }
+            assert_eq!(
+                account_from_headers(&headers).as_deref(),
+                account,
+                "{org:?} {project:?}"
+            );
+        }
     }
 }

@@ -154,6 +154,13 @@ impl ImagesProvider {
             .health
             .record(&key_id, &slot.bucket, status, &response.headers, answer)
             .await;
+        if let Err(err) = self
+            .keyring
+            .learn_account(&self.pool, &key_id, &response.headers)
+            .await
+        {
+            tracing::warn!(error = %err, "recording the key's account failed");
+        }
         let record =
             |outcome: &'static str, error: Option<String>, retry_after: Option<Duration>| {
                 crate::metrics::provider_request(&key_id, model, outcome);

@@ -59,9 +59,16 @@ pub async fn ensure_buckets(pool: &PgPool, specs: &[BucketSpec]) -> Result<(), S
         .collect();
     sqlx::query(
         "INSERT INTO genq.key_buckets (id, scope, model, requests_per_minute, images_per_minute, burst,
-                                       limit_source, requests_per_day, images_per_day, day_secs)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::int[],
-                              $7::text[], $8::int[], $9::int[], $10::float8[])
+                                       limit_source, requests_per_day, images_per_day, day_secs, tat_requests)
+         SELECT t.*,
+                -- an account's new bucket starts after its keys' latest use of their own
+                greatest(now(), (SELECT max(o.tat_requests) FROM genq.key_buckets o
+                                   JOIN genq.api_keys k ON o.scope = k.id
+                                  WHERE o.model = t.model AND t.scope <> k.id
+                                    AND coalesce(k.account, k.discovered_account) = t.scope))
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::int[],
+                       $7::text[], $8::int[], $9::int[], $10::float8[])
+                AS t(id, scope, model, rpm, ipm, burst, source, rpd, ipd, day)
          ON CONFLICT (id) DO UPDATE
             SET requests_per_minute = EXCLUDED.requests_per_minute,
                 images_per_minute = EXCLUDED.images_per_minute,

@@ -208,7 +208,7 @@ pub async fn enable(pool: &PgPool, key_id: &str) -> Result<bool, StoreError> {
                SET state = 'active', disabled_reason = NULL, disabled_at = NULL, cooldown_until = NULL,
                    consecutive_failures = 0, consecutive_429 = 0, updated_at = now()
              WHERE id = $1
-            RETURNING coalesce(account, id) AS scope
+            RETURNING coalesce(account, discovered_account, id) AS scope
          ), unblocked AS (
             DELETE FROM genq.key_model_blocks WHERE key_id = $1
          ), b AS (
@@ -244,16 +244,49 @@ pub async fn reset(pool: &PgPool, key_id: &str) -> Result<bool, StoreError> {
                SET ok_count = 0, rate_limited_count = 0, error_count = 0, retested_at = NULL,
                    last_error = NULL, updated_at = now()
              WHERE id = $1
-            RETURNING coalesce(account, id) AS scope)
+            RETURNING coalesce(account, discovered_account, id) AS scope)
          DELETE FROM genq.key_buckets b
           USING k
           WHERE b.scope = k.scope AND b.limit_source <> 'configured'
-            AND NOT EXISTS (SELECT 1 FROM genq.api_keys o WHERE o.id <> $1 AND coalesce(o.account, o.id) = k.scope)",
+            AND NOT EXISTS (SELECT 1 FROM genq.api_keys o WHERE o.id <> $1 AND coalesce(o.account, o.discovered_account, o.id) = k.scope)",
     )
     .bind(key_id)
     .execute(pool)
     .await?;
     Ok(true)
+}
+
+/// The accounts the provider's answers showed for `key_ids` (keys with no
+/// configured account): (key id, account).
+pub async fn discovered_accounts(
+    pool: &PgPool,
+    key_ids: &[&str],
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, discovered_account FROM genq.api_keys
+          WHERE id = ANY($1) AND account IS NULL AND discovered_account IS NOT NULL",
+    )
+    .bind(key_ids)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Records the account the provider named for a key with no configured
+/// one. True if it changed.
+pub async fn discover_account(
+    pool: &PgPool,
+    key_id: &str,
+    account: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE genq.api_keys SET discovered_account = $2, updated_at = now()
+          WHERE id = $1 AND account IS NULL AND discovered_account IS DISTINCT FROM $2",
+    )
+    .bind(key_id)
+    .bind(account)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Of `key_ids`, the disabled ones due a re-test (disabled, or last
@@ -315,7 +348,11 @@ pub async fn waiting_reason(pool: &PgPool, model: &str) -> Result<Option<String>
 #[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct KeyStatus {
     pub id: String,
+    /// The account whose budget the key shares: configured, else the
+    /// organization/project the provider named.
     pub account: Option<String>,
+    /// `configured` or `provider headers`.
+    pub account_source: Option<String>,
     /// active, cooling (cooldown not yet over) or disabled.
     pub state: String,
     pub cooldown_until: Option<DateTime<Utc>>,
@@ -335,7 +372,9 @@ pub struct KeyStatus {
 /// Every key with its effective state and the limits of its buckets.
 pub async fn list(pool: &PgPool) -> Result<Vec<KeyStatus>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT k.id, k.account,
+        "SELECT k.id, coalesce(k.account, k.discovered_account) AS account,
+                CASE WHEN k.account IS NOT NULL THEN 'configured'
+                     WHEN k.discovered_account IS NOT NULL THEN 'provider headers' END AS account_source,
                 CASE WHEN k.state = 'cooling' AND k.cooldown_until <= now() THEN 'active' ELSE k.state END AS state,
                 k.cooldown_until,
                 CASE WHEN k.cooldown_until > now()
@@ -343,7 +382,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<KeyStatus>, StoreError> {
                 k.disabled_reason, k.ok_count, k.rate_limited_count, k.error_count, k.last_used_at, k.last_error,
                 coalesce((SELECT array_agg(format('%s=%s/min (%s)', b.model, round(b.requests_per_minute::numeric, 1),
                                                   b.limit_source) ORDER BY b.model)
-                            FROM genq.key_buckets b WHERE b.scope = coalesce(k.account, k.id)), '{}') AS limits,
+                            FROM genq.key_buckets b WHERE b.scope = coalesce(k.account, k.discovered_account, k.id)), '{}') AS limits,
                 coalesce((SELECT array_agg(format('%s: %s', m.model, m.reason) ORDER BY m.model)
                             FROM genq.key_model_blocks m WHERE m.key_id = k.id), '{}') AS blocked_models
            FROM genq.api_keys k
