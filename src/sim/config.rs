@@ -22,6 +22,9 @@ pub struct SimConfig {
     pub content_policy_marker: String,
     /// Seed for the injected-failure RNG; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// Length of the daily window of `requests_per_day` (fixed windows from
+    /// the sim's start), in seconds; 86400 unless a test needs a short day.
+    pub day_window_secs: u64,
 }
 
 /// One API key of the simulated provider and the limits and behaviour attached to it.
@@ -42,6 +45,16 @@ pub struct SimKey {
     pub retry_header: RetryHeader,
     /// Send `x-ratelimit-{limit,remaining,reset}-requests` on every answer for this key.
     pub send_ratelimit_headers: bool,
+    /// A daily cap on requests, in fixed windows of `day_window_secs`.
+    pub requests_per_day: Option<u32>,
+    /// Sent as `openai-organization` on every answer for this key.
+    pub organization: Option<String>,
+    /// Sent as `openai-project` on every answer. Keys naming the same
+    /// project share one set of limits (the first such key's), as OpenAI
+    /// counts limits per project.
+    pub project: Option<String>,
+    /// Models this key gets a 403 for (an organization not verified for them).
+    pub forbidden_models: Vec<String>,
 }
 
 /// What a key does regardless of limits.
@@ -100,6 +113,7 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             content_policy_marker: "FORBIDDEN".to_string(),
             seed: None,
+            day_window_secs: 86_400,
         }
     }
 }
@@ -114,6 +128,10 @@ impl Default for SimKey {
             behavior: KeyBehavior::Normal,
             retry_header: RetryHeader::RetryAfterSeconds,
             send_ratelimit_headers: true,
+            requests_per_day: None,
+            organization: None,
+            project: None,
+            forbidden_models: Vec::new(),
         }
     }
 }
@@ -163,6 +181,9 @@ impl SimConfig {
     /// Checks the values a TOML file cannot rule out by type.
     pub fn validate(&self) -> Result<(), SimConfigError> {
         let bad = |msg: String| Err(SimConfigError::Invalid(msg));
+        if self.day_window_secs == 0 {
+            return bad("day_window_secs must be at least 1".into());
+        }
         if !(0.0..=1.0).contains(&self.fail_rate_5xx) {
             return bad(format!("fail_rate_5xx {} not in 0..=1", self.fail_rate_5xx));
         }
@@ -179,6 +200,9 @@ impl SimConfig {
             }
             if key.burst == Some(0) {
                 return bad(format!("keys[{i}]: burst must be at least 1"));
+            }
+            if key.requests_per_day == Some(0) {
+                return bad(format!("keys[{i}]: requests_per_day must be at least 1"));
             }
         }
         Ok(())

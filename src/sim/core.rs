@@ -3,13 +3,14 @@
 //! order. The HTTP layer only sleeps and writes out what was decided here.
 //!
 //! Checks, in order: bearer key (401), key behaviour (429 `insufficient_quota`), body
-//! validation (400), rate limits (429, nothing spent), then - with budget spent, as a real
+//! validation (400), a model the key may not use (403), the daily cap (429), rate limits
+//! (429, nothing spent; keys naming one project share its limits), then - with budget spent, as a real
 //! gateway admits before the model runs - content policy (400), `[sim:500]`/`[sim:503]`,
 //! random 5xx at `fail_rate_5xx`, and finally 200.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use chrono::Utc;
@@ -17,9 +18,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::audit::WindowAudit;
-use super::config::{KeyBehavior, SimConfig, SimKey};
+use super::config::{KeyBehavior, RetryHeader, SimConfig, SimKey};
 use super::errors::ApiError;
-use super::headers::{go_duration, ratelimit_headers, retry_hint};
+use super::headers::{ceil_millis, ceil_secs, go_duration, ratelimit_headers, retry_hint};
 use super::limits::{KeyLimiter, LimitKind, Verdict};
 use super::request::{self, GenRequest, RawRequest};
 use super::stats::{ANONYMOUS, RequestRecord, SimStats, key_id};
@@ -33,18 +34,27 @@ pub struct Outcome {
     pub headers: Vec<(&'static str, String)>,
     /// How long to wait before answering.
     pub delay: Duration,
+    /// For a 429: the wait its hint announced, as a client reads it.
+    pub announced: Option<Duration>,
 }
 
 struct Key {
     id: String,
     config: SimKey,
+    /// Index of the limits this key draws from (shared by a project's keys).
+    state: usize,
 }
 
+/// The limits of one key, or of one project shared by its keys.
 struct KeyState {
+    /// The key whose configuration set these limits.
+    owner: String,
     limiter: KeyLimiter,
     requests_audit: WindowAudit,
     images_audit: Option<WindowAudit>,
     exceeded: u64,
+    /// (cap, current window's index, requests admitted in it).
+    day: Option<(u32, u64, u32)>,
 }
 
 struct Mutable {
@@ -62,6 +72,8 @@ pub struct Core {
     marker: String,
     fail_rate: f64,
     latency: Duration,
+    /// The length of a daily window.
+    day: Duration,
     started: Instant,
     state: Mutex<Mutable>,
 }
@@ -69,27 +81,33 @@ pub struct Core {
 impl Core {
     /// Builds the state for `config` (rates of 0 are treated as 1).
     pub fn new(config: SimConfig) -> Self {
-        let states = config
-            .keys
-            .iter()
-            .map(|k| {
+        let mut states: Vec<KeyState> = Vec::new();
+        let mut projects: HashMap<String, usize> = HashMap::new();
+        let mut keys: Vec<Key> = Vec::new();
+        for k in config.keys {
+            let id = key_id(&k.secret);
+            let shared = k.project.as_ref().and_then(|p| projects.get(p).copied());
+            let state = shared.unwrap_or_else(|| {
                 let burst = k.burst.unwrap_or(1).max(1);
-                KeyState {
+                states.push(KeyState {
+                    owner: id.clone(),
                     limiter: KeyLimiter::new(k.requests_per_minute, k.images_per_minute, burst),
                     requests_audit: WindowAudit::new(k.requests_per_minute, burst),
                     images_audit: k.images_per_minute.map(|i| WindowAudit::new(i, burst)),
                     exceeded: 0,
-                }
-            })
-            .collect();
-        let keys: Vec<Key> = config
-            .keys
-            .into_iter()
-            .map(|config| Key {
-                id: key_id(&config.secret),
-                config,
-            })
-            .collect();
+                    day: k.requests_per_day.map(|cap| (cap, 0, 0)),
+                });
+                states.len() - 1
+            });
+            if let Some(project) = &k.project {
+                projects.entry(project.clone()).or_insert(state);
+            }
+            keys.push(Key {
+                id,
+                config: k,
+                state,
+            });
+        }
         let by_secret = keys
             .iter()
             .enumerate()
@@ -103,6 +121,7 @@ impl Core {
             keys,
             by_secret,
             marker: config.content_policy_marker.to_lowercase(),
+            day: Duration::from_secs(config.day_window_secs.max(1)),
             fail_rate: config.fail_rate_5xx.clamp(0.0, 1.0),
             latency: config.latency,
             started: Instant::now(),
@@ -163,6 +182,9 @@ impl Core {
                 .err()
                 .and_then(|e| e.code)
                 .map(str::to_string),
+            retry_after_ms: outcome
+                .announced
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         });
         Outcome {
             delay: self.latency + sleep,
@@ -179,7 +201,13 @@ impl Core {
     ) -> Outcome {
         let key = &self.keys[index].config;
         let mut headers = Vec::new();
-        let ks = &mut state.keys[index];
+        if let Some(org) = &key.organization {
+            headers.push(("openai-organization", org.clone()));
+        }
+        if let Some(project) = &key.project {
+            headers.push(("openai-project", project.clone()));
+        }
+        let ks = &mut state.keys[self.keys[index].state];
         if key.send_ratelimit_headers {
             headers.extend(ratelimit_headers(&ks.limiter.request_window(now_ns)));
         }
@@ -198,11 +226,37 @@ impl Core {
                 };
             }
         };
+        if key.forbidden_models.iter().any(|m| *m == req.model) {
+            return Outcome {
+                headers,
+                ..reject(ApiError::model_forbidden(&req.model))
+            };
+        }
+        let day_ns = u64::try_from(self.day.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let window = now_ns / day_ns;
+        if let Some((cap, w, used)) = ks.day.as_mut() {
+            if *w != window {
+                (*w, *used) = (window, 0);
+            }
+            if *used >= *cap {
+                let wait = Duration::from_nanos((window + 1) * day_ns - now_ns);
+                let org = key.organization.as_deref().unwrap_or("org-sim");
+                let error = ApiError::daily_limited(&req.model, org, *cap, wait);
+                return hinted(key, headers, wait, error);
+            }
+        }
         if let Verdict::Limited { wait, by } = ks.limiter.try_acquire(now_ns, req.n) {
             return limited(key, ks, headers, &req, now_ns, wait, by);
         }
+        if let Some((_, _, used)) = ks.day.as_mut() {
+            *used += 1;
+        }
         if key.send_ratelimit_headers {
-            headers = ratelimit_headers(&ks.limiter.request_window(now_ns)).to_vec();
+            // The window after this request was admitted.
+            headers.retain(|(name, _)| !name.starts_with("x-ratelimit-"));
+            headers.extend(ratelimit_headers(&ks.limiter.request_window(now_ns)));
         }
         let mut over = ks.requests_audit.admit(now_ns, 1);
         if let Some(audit) = ks.images_audit.as_mut() {
@@ -235,12 +289,13 @@ impl Core {
             };
         }
         if over {
-            state.keys[index].exceeded += 1;
+            state.keys[self.keys[index].state].exceeded += 1;
         }
         Outcome {
             result: Ok(req),
             headers,
             delay: Duration::ZERO,
+            announced: None,
         }
     }
 
@@ -252,11 +307,7 @@ impl Core {
     /// Counts derived from the log.
     pub fn stats(&self) -> SimStats {
         let state = self.lock();
-        let exceeded = self
-            .keys
-            .iter()
-            .zip(&state.keys)
-            .map(|(k, s)| (k.id.as_str(), s.exceeded));
+        let exceeded = state.keys.iter().map(|s| (s.owner.as_str(), s.exceeded));
         SimStats::from_log(&state.log, exceeded)
     }
 }
@@ -266,7 +317,7 @@ impl Core {
 fn limited(
     key: &SimKey,
     ks: &KeyState,
-    mut headers: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, String)>,
     req: &GenRequest,
     now_ns: u64,
     wait: Duration,
@@ -282,6 +333,18 @@ fn limited(
             ks.requests_audit.current_at(now_ns) + 1,
         ),
     };
+    let error = ApiError::rate_limited(by, limit, current, wait.as_secs_f64());
+    hinted(key, headers, wait, error)
+}
+
+/// A 429 `error` that says to come back after `wait`, in the key's retry
+/// style (and the rate-limit family's reset), noting what it announced.
+fn hinted(
+    key: &SimKey,
+    mut headers: Vec<(&'static str, String)>,
+    wait: Duration,
+    error: ApiError,
+) -> Outcome {
     let mut set = |name: &'static str, value: String| {
         headers.retain(|(n, _)| *n != name);
         headers.push((name, value));
@@ -289,13 +352,31 @@ fn limited(
     if key.send_ratelimit_headers {
         set("x-ratelimit-reset-requests", go_duration(wait));
     }
-    if let Some((name, value)) = retry_hint(key.retry_header, wait, SystemTime::now()) {
+    let now = SystemTime::now();
+    if let Some((name, value)) = retry_hint(key.retry_header, wait, now) {
         set(name, value);
     }
-    let error = ApiError::rate_limited(by, limit, current, wait.as_secs_f64());
     Outcome {
         headers,
+        announced: announced(key.retry_header, wait, now),
         ..reject(error)
+    }
+}
+
+/// The wait a client reads from the hint `retry_hint` sends for `wait` at
+/// `now` (each form rounds up).
+fn announced(style: RetryHeader, wait: Duration, now: SystemTime) -> Option<Duration> {
+    match style {
+        RetryHeader::RetryAfterSeconds => Some(Duration::from_secs(ceil_secs(wait))),
+        RetryHeader::RetryAfterMs | RetryHeader::ResetRequests => {
+            Some(Duration::from_millis(ceil_millis(wait)))
+        }
+        RetryHeader::RetryAfterHttpDate => {
+            let at = now.duration_since(UNIX_EPOCH).unwrap_or_default() + wait;
+            let date = Duration::from_secs(ceil_secs(at));
+            date.checked_sub(now.duration_since(UNIX_EPOCH).unwrap_or_default())
+        }
+        RetryHeader::None => None,
     }
 }
 
@@ -304,5 +385,6 @@ fn reject(error: ApiError) -> Outcome {
         result: Err(error),
         headers: Vec::new(),
         delay: Duration::ZERO,
+        announced: None,
     }
 }

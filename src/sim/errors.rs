@@ -4,6 +4,7 @@
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 use super::limits::LimitKind;
 
@@ -80,6 +81,36 @@ impl ApiError {
             ),
             param: None,
             code: Some("rate_limit_exceeded"),
+        }
+    }
+
+    /// 429 for a request over the key's daily cap.
+    pub fn daily_limited(model: &str, organization: &str, limit: u32, wait: Duration) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "requests",
+            message: format!(
+                "Rate limit reached for {model} in organization {organization} on requests per day \
+                 (RPD): Limit {limit}, Used {limit}, Requested 1. Please try again in {}.",
+                super::headers::go_duration(wait)
+            ),
+            param: None,
+            code: Some("rate_limit_exceeded"),
+        }
+    }
+
+    /// 403 for a model the key's organization may not use.
+    pub fn model_forbidden(model: &str) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            kind: "invalid_request_error",
+            message: format!(
+                "Your organization must be verified to use the model `{model}`. Please go to: \
+                 https://platform.openai.com/settings/organization/general and click on Verify \
+                 Organization."
+            ),
+            param: None,
+            code: None,
         }
     }
 

@@ -34,7 +34,16 @@
 //! retry_header = "retry_after_seconds" # "retry_after_seconds" | "retry_after_ms" |
 //!                                     # "retry_after_http_date" | "reset_requests" | "none"
 //! send_ratelimit_headers = true       # default true: x-ratelimit-*-requests on every answer
+//! requests_per_day = 200              # optional daily cap, in fixed windows of day_window_secs
+//! organization = "org-sim"            # optional: sent as openai-organization
+//! project = "proj_a"                  # optional: sent as openai-project; keys naming one
+//!                                     # project share the first such key's limits
+//! forbidden_models = ["gpt-image-1.5"] # optional: 403 (organization not verified) for these
 //! ```
+//! and at the top level `day_window_secs = 86400` (the daily window's length).
+//!
+//! Every 429 is logged with the wait its hint announced (`retry_after_ms`, as a client
+//! reads it), so an observer can check that nothing came back before `at` + that wait.
 //!
 //! Unknown fields are rejected so typos do not pass silently.
 

@@ -25,6 +25,11 @@ pub struct RequestRecord {
     pub status: u16,
     /// OpenAI `error.code` answered, if any.
     pub error_code: Option<String>,
+    /// For a 429: the wait its retry hint announced, in milliseconds, as a
+    /// client reads it (rounded up as sent); the sim expects nothing from
+    /// this key (or its project) before `at` + this.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Counts for one key (or for all keys together).
@@ -139,6 +144,7 @@ mod tests {
             n,
             status,
             error_code: code.map(str::to_string),
+            retry_after_ms: None,
         }
     }
 
