@@ -226,7 +226,7 @@ impl Core {
                 };
             }
         };
-        if key.forbidden_models.iter().any(|m| *m == req.model) {
+        if key.forbidden_models.contains(&req.model) {
             return Outcome {
                 headers,
                 ..reject(ApiError::model_forbidden(&req.model))
