@@ -172,3 +172,87 @@ async fn why_jobs_wait_is_said_in_the_job_view_stats_and_metrics() {
     stop.cancel();
     worker.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_403_for_one_model_blocks_the_key_for_that_model_only() {
+    let rig = Rig::new(vec![SimKey {
+        forbidden_models: vec!["gpt-image-1.5".into()],
+        ..SimKey::new("sk-unverified", 600)
+    }])
+    .await;
+    let (worker, stop) = rig.worker(keys(&[("u", "sk-unverified")]), 2).await;
+    let pool = &rig.db.pool;
+    let submit = |model: &'static str| async move {
+        let job = genq::job::NewJob {
+            model: Some(model.into()),
+            ..genq::job::NewJob::new("a fox")
+        };
+        genq::submit::submit(pool, &job).await.unwrap().id
+    };
+    let blocked = submit("gpt-image-1.5").await;
+    wait_until(Duration::from_secs(10), "the 403", || async {
+        !genq::store::keys::list(pool).await.unwrap()[0]
+            .blocked_models
+            .is_empty()
+    })
+    .await;
+    let served = submit("gpt-image-2").await;
+    wait_until(Duration::from_secs(10), "the other model's job", || async {
+        count_state(pool, "succeeded").await == 1
+    })
+    .await;
+    let key = &genq::store::keys::list(pool).await.unwrap()[0];
+    assert_eq!(key.state, "active", "the key still serves other models");
+    assert!(
+        key.blocked_models[0].starts_with("gpt-image-1.5: HTTP 403"),
+        "{:?}",
+        key.blocked_models
+    );
+    let job = genq::store::jobs::get(pool, blocked)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((job.state, job.attempts), (genq::job::JobState::Queued, 0));
+    assert_eq!(
+        genq::store::jobs::get(pool, served)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        genq::job::JobState::Succeeded
+    );
+    let why = genq::store::keys::waiting_reason(pool, "gpt-image-1.5")
+        .await
+        .unwrap();
+    assert_eq!(
+        why.as_deref(),
+        Some(
+            "waiting: every key serving gpt-image-1.5 is disabled (forbidden for this model (403)); see genq keys list"
+        )
+    );
+    // The model was asked for once: the block holds.
+    let for_blocked = rig
+        .sim
+        .log()
+        .iter()
+        .filter(|r| r.model == "gpt-image-1.5")
+        .count();
+    assert_eq!(for_blocked, 1);
+    // An operator's enable lifts the block (the sim still refuses, so it comes back).
+    assert!(genq::store::keys::enable(pool, "u").await.unwrap());
+    wait_until(
+        Duration::from_secs(10),
+        "a second try after enable",
+        || async {
+            rig.sim
+                .log()
+                .iter()
+                .filter(|r| r.model == "gpt-image-1.5")
+                .count()
+                == 2
+        },
+    )
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+}

@@ -8,6 +8,8 @@
 //!   arrived), else a backoff growing with consecutive 429s; an adaptive
 //!   bucket lowers its rate;
 //! - quota / 401 / 403 → key disabled with the reason (re-tested later);
+//! - a 403 naming one model → the key is blocked for that model only;
+//! - a spent daily limit → the key cools for the provider's wait, else an hour;
 //! - content policy / invalid request → the key was fine;
 //! - 5xx / timeout → failure streak; the circuit opens after a threshold.
 //!
@@ -25,6 +27,10 @@ use crate::retry::Backoff;
 use crate::store::StoreError;
 use crate::store::buckets;
 use crate::store::keys as key_store;
+
+/// How long a key whose daily limit is spent cools when the provider named
+/// no wait.
+pub const DAILY_WAIT: Duration = Duration::from_secs(3600);
 
 /// Tunables of [`KeyHealth`].
 #[derive(Debug, Clone, Copy)]
@@ -54,12 +60,19 @@ impl Default for HealthSettings {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Answer<'a> {
     Success,
-    /// Rate limited; `wait` is the provider's hint, if it gave one.
+    /// Rate limited; `wait` is the provider's hint, if it gave one;
+    /// `daily`: a per-day limit is spent.
     RateLimited {
         wait: Option<Duration>,
+        daily: bool,
     },
     /// The key itself was refused (quota, 401, 403): `reason` says why.
     KeyRejected {
+        reason: &'a str,
+    },
+    /// The key was refused `model` only (a 403 naming it).
+    ModelRejected {
+        model: &'a str,
         reason: &'a str,
     },
     /// The job was refused (content policy, invalid request): the key was fine.
@@ -121,9 +134,17 @@ impl KeyHealth {
                 self.book_success(key_id, bucket).await;
                 None
             }
-            Answer::RateLimited { wait } => Some(self.cool(key_id, bucket, wait, status).await),
+            Answer::RateLimited { wait, daily } => {
+                // A spent day with no hint: look again in an hour, not in seconds.
+                let wait = wait.or(daily.then_some(DAILY_WAIT));
+                Some(self.cool(key_id, bucket, wait, status).await)
+            }
             Answer::KeyRejected { reason } => {
                 note(key_store::disable(&self.pool, key_id, reason).await);
+                None
+            }
+            Answer::ModelRejected { model, reason } => {
+                note(key_store::block_model(&self.pool, key_id, model, reason).await);
                 None
             }
             Answer::JobRejected => {

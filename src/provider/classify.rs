@@ -14,11 +14,18 @@ pub enum Verdict {
     Success,
     /// 429 rate limit: the key cools down (for `wait` if the provider said);
     /// the job is rescheduled for another key without spending an attempt.
+    /// `daily`: the message says a per-day limit is spent.
     RateLimited {
         wait: Option<Duration>,
+        daily: bool,
     },
     /// Quota, billing, bad or forbidden key: the key is disabled; the job goes elsewhere.
     KeyDisabled {
+        reason: String,
+    },
+    /// A 403 for one model (e.g. an organization not verified for it): the
+    /// key stays in use for other models; the job goes elsewhere.
+    ModelRejected {
         reason: String,
     },
     /// The job itself was refused (content policy, invalid request): fail, no retry.
@@ -92,13 +99,41 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: DateTime<Utc
         return Verdict::KeyDisabled { reason: message };
     }
     match status {
-        429 => Verdict::RateLimited {
-            wait: headers::retry_after(headers, now),
-        },
+        429 => {
+            let wait = [
+                headers::retry_after(headers, now),
+                headers::hint_in_message(&message),
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            Verdict::RateLimited {
+                wait,
+                daily: is_daily(&message),
+            }
+        }
+        403 if names_a_model(&message) => Verdict::ModelRejected { reason: message },
         401 | 403 => Verdict::KeyDisabled { reason: message },
         408 | 409 | 425 | 500..=599 => Verdict::Transient { message },
         _ => Verdict::JobRejected { message },
     }
+}
+
+/// A 429 whose message says a daily limit is spent (OpenAI: "requests per
+/// day (RPD)", "images per day").
+fn is_daily(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("per day") || m.contains("(rpd)") || m.contains("(ipd)")
+}
+
+/// A 403 about one model rather than the key: "must be verified to use the
+/// model `x`", "does not have access to model x".
+fn names_a_model(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("model")
+        && ["verified", "access", "not allowed", "not available"]
+            .iter()
+            .any(|w| m.contains(w))
 }
 
 /// Classifies a call that got no HTTP answer (timeout, refused connection).
@@ -176,17 +211,57 @@ mod tests {
         assert_eq!(
             classify(429, &wait, &rate, now),
             Verdict::RateLimited {
-                wait: Some(Duration::from_secs(7))
+                wait: Some(Duration::from_secs(7)),
+                daily: false
             }
         );
         assert_eq!(
             classify(429, &none, &rate, now),
-            Verdict::RateLimited { wait: None }
+            Verdict::RateLimited {
+                wait: None,
+                daily: false
+            }
         );
         assert_eq!(
             classify(429, &none, b"", now),
-            Verdict::RateLimited { wait: None }
+            Verdict::RateLimited {
+                wait: None,
+                daily: false
+            }
         );
+        // A daily limit, with its wait only in the message; the longer hint wins.
+        let daily = body(
+            "requests",
+            "rate_limit_exceeded",
+            "Rate limit reached for gpt-image-1 in organization org-x on requests per day (RPD): \
+             Limit 200, Used 200, Requested 1. Please try again in 7m12s.",
+        );
+        assert_eq!(
+            classify(429, &wait, &daily, now),
+            Verdict::RateLimited {
+                wait: Some(Duration::from_secs(432)),
+                daily: true
+            }
+        );
+        // A 403 for one model spares the key; a plain 403 disables it.
+        let unverified = body(
+            "invalid_request_error",
+            "",
+            "Your organization must be verified to use the model `gpt-image-1`.",
+        );
+        assert!(matches!(
+            classify(403, &none, &unverified, now),
+            Verdict::ModelRejected { .. }
+        ));
+        let region = body(
+            "request_forbidden",
+            "unsupported_country_region_territory",
+            "Country, region, or territory not supported",
+        );
+        assert!(matches!(
+            classify(403, &none, &region, now),
+            Verdict::KeyDisabled { .. }
+        ));
         let cases: &[(u16, Vec<u8>, &str)] = &[
             (
                 429,

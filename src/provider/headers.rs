@@ -1,14 +1,20 @@
-//! What the provider said about waiting, read from response headers.
+//! What the provider said about waiting, read from response headers and
+//! the error message.
 //!
-//! Precedence, as OpenAI's SDKs read them: `retry-after-ms`, then
-//! `Retry-After` (seconds, fractions allowed, or an HTTP date), then
-//! `x-ratelimit-reset-requests`, then `x-ratelimit-reset-tokens` (durations
-//! such as `1s`, `6m0s`, `20ms`, `1h2m3.5s`).
+//! Every hint present is read: `retry-after-ms`, `Retry-After` (seconds,
+//! fractions allowed, or an HTTP date), `x-ratelimit-reset-requests`,
+//! `x-ratelimit-reset-tokens` (durations such as `1s`, `6m0s`, `20ms`,
+//! `1h2m3.5s`), and "try again in 7m12s" in the message. **The longest
+//! wins**: sending before any of them ends risks another 429 and a longer
+//! penalty.
+//!
+//! An HTTP date is turned into a wait by the provider's own clock (the
+//! answer's `Date` header) when it sent one, so a worker whose clock is off
+//! neither sends early nor waits too long.
 //!
 //! A zero, negative, non-finite or malformed value, or a date in the past,
-//! is no usable hint (None), so the caller falls back to its own backoff.
-//! Huge values are capped at [`MAX_WAIT`], not refused: the caller turns a
-//! long wait into a later `run_at`, never a sleeping worker.
+//! is no usable hint, so the caller falls back to its own backoff. Huge
+//! values are capped at [`MAX_WAIT`], not refused.
 
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
@@ -17,7 +23,9 @@ use std::time::Duration;
 /// The longest wait taken from a header.
 pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-/// How long the provider asked us to wait, if it said.
+/// How long the provider asked us to wait, if it said: the longest of the
+/// header hints. `now` is the local clock, used for an HTTP date only when
+/// the answer has no `Date` header.
 pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
     let get = |name: &str| {
         headers
@@ -25,25 +33,45 @@ pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> 
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return from_secs(ms / 1000.0);
-    }
-    if let Some(value) = get("retry-after") {
-        return match value.parse::<f64>() {
+    let server_now = get("date")
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .map(DateTime::<Utc>::from)
+        .unwrap_or(now);
+    let hints = [
+        get("retry-after-ms")
+            .and_then(|v| v.parse::<f64>().ok())
+            .and_then(|ms| from_secs(ms / 1000.0)),
+        get("retry-after").and_then(|value| match value.parse::<f64>() {
             Ok(secs) => from_secs(secs),
             Err(_) => httpdate::parse_http_date(value).ok().and_then(|at| {
                 let at: DateTime<Utc> = at.into();
-                (at - now)
+                (at - server_now)
                     .to_std()
                     .ok()
                     .and_then(|d| from_secs(d.as_secs_f64()))
             }),
-        };
-    }
-    get("x-ratelimit-reset-requests")
-        .and_then(parse_duration)
-        .or_else(|| get("x-ratelimit-reset-tokens").and_then(parse_duration))
-        .and_then(|d| from_secs(d.as_secs_f64()))
+        }),
+        get("x-ratelimit-reset-requests").and_then(parse_duration),
+        get("x-ratelimit-reset-tokens").and_then(parse_duration),
+    ];
+    hints
+        .into_iter()
+        .flatten()
+        .filter_map(|d| from_secs(d.as_secs_f64()))
+        .max()
+}
+
+/// A wait named in a provider's message: "Please try again in 7m12s",
+/// "try again in 20ms", "try again in 1.5s".
+pub fn hint_in_message(message: &str) -> Option<Duration> {
+    let lower = message.to_ascii_lowercase();
+    let at = lower.find("try again in ")? + "try again in ".len();
+    let rest = &message[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+        .unwrap_or(rest.len());
+    let text = rest[..end].trim_end_matches('.');
+    parse_duration(text).and_then(|d| from_secs(d.as_secs_f64()))
 }
 
 fn from_secs(secs: f64) -> Option<Duration> {
@@ -161,9 +189,36 @@ mod tests {
                 &[("retry-after-ms", "12.5")],
                 Some(Duration::from_micros(12_500)),
             ),
+            // Every hint is read; the longest wins.
             (
                 &[("retry-after-ms", "100"), ("retry-after", "9")],
-                Some(ms(100)),
+                Some(ms(9000)),
+            ),
+            (
+                &[("retry-after-ms", "9500"), ("retry-after", "9")],
+                Some(ms(9500)),
+            ),
+            (
+                &[
+                    ("retry-after", "2"),
+                    ("x-ratelimit-reset-requests", "27.876s"),
+                ],
+                Some(ms(27_876)),
+            ),
+            // An HTTP date counts from the provider's clock (its Date header).
+            (
+                &[
+                    ("retry-after", "Mon, 23 Nov 2026 10:01:00 GMT"),
+                    ("date", "Mon, 23 Nov 2026 10:00:45 GMT"),
+                ],
+                Some(ms(15_000)),
+            ),
+            (
+                &[
+                    ("retry-after", "Mon, 23 Nov 2026 09:59:30 GMT"),
+                    ("date", "Mon, 23 Nov 2026 09:59:00 GMT"),
+                ],
+                Some(ms(30_000)),
             ),
             (
                 &[("retry-after-ms", "nope"), ("retry-after", "9")],
@@ -177,13 +232,39 @@ mod tests {
                     ("x-ratelimit-reset-requests", "1s"),
                     ("x-ratelimit-reset-tokens", "9s"),
                 ],
-                Some(ms(1000)),
+                Some(ms(9000)),
             ),
             (&[("x-ratelimit-reset-requests", "0s")], None),
             (&[], None),
         ];
         for (pairs, want) in cases {
             assert_eq!(retry_after(&headers(pairs), now), *want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn waits_named_in_messages() {
+        let cases = [
+            (
+                "Rate limit reached ... Please try again in 7m12s.",
+                Some(432_000),
+            ),
+            ("Please try again in 20ms.", Some(20)),
+            ("please TRY AGAIN IN 1.5s", Some(1500)),
+            (
+                "Limit 200, Used 200. Please try again in 1h2m3s. Visit",
+                Some(3_723_000),
+            ),
+            ("Please try again later.", None),
+            ("try again in 0s", None),
+            ("no hint here", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                hint_in_message(text).map(|d| d.as_millis() as u64),
+                want,
+                "{text}"
+            );
         }
     }
 

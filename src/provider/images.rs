@@ -133,7 +133,9 @@ impl ImagesProvider {
             None => message.to_string(),
         };
         let answer_text = match &verdict {
-            Verdict::KeyDisabled { reason } => with_status(reason),
+            Verdict::KeyDisabled { reason } | Verdict::ModelRejected { reason } => {
+                with_status(reason)
+            }
             Verdict::Transient { message } | Verdict::JobRejected { message } => {
                 with_status(message)
             }
@@ -141,8 +143,15 @@ impl ImagesProvider {
         };
         let answer = match &verdict {
             Verdict::Success => Answer::Success,
-            Verdict::RateLimited { wait } => Answer::RateLimited { wait: *wait },
+            Verdict::RateLimited { wait, daily } => Answer::RateLimited {
+                wait: *wait,
+                daily: *daily,
+            },
             Verdict::KeyDisabled { .. } => Answer::KeyRejected {
+                reason: &answer_text,
+            },
+            Verdict::ModelRejected { .. } => Answer::ModelRejected {
+                model,
                 reason: &answer_text,
             },
             Verdict::JobRejected { .. } => Answer::JobRejected,
@@ -217,6 +226,15 @@ impl ImagesProvider {
                 Execution {
                     outcome: Outcome::Reschedule {
                         reason: format!("key {key_id} disabled: {answer_text}"),
+                    },
+                    call: Some(record("key_rejected", Some(answer_text), None)),
+                }
+            }
+            Verdict::ModelRejected { .. } => {
+                tracing::warn!(event = "key_model_blocked", key_id = %key_id, model, job_id = %job.id, reason = %answer_text, "key refused this model; it serves the others, and the job goes back in line");
+                Execution {
+                    outcome: Outcome::Reschedule {
+                        reason: format!("key {key_id} may not use {model}: {answer_text}"),
                     },
                     call: Some(record("key_rejected", Some(answer_text), None)),
                 }
