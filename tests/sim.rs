@@ -354,7 +354,9 @@ async fn images_per_minute_costs_n() {
     let message: Value = second.json().await.expect("json");
     let text = message["error"]["message"].as_str().expect("message");
     assert!(
-        text.contains("images per min. Limit: 8/1min. Current: 6/1min"),
+        text.contains(
+            "in organization org-sim on images per min (IPM): Limit 8, Used 3, Requested 3."
+        ),
         "{text}"
     );
 }

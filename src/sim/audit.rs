@@ -7,8 +7,16 @@
 //! 60 s (half-open), the admitted cost is at most `r + max(C, c_max) - 1`, where `c_max` is the
 //! largest single cost admitted in that window (see [`super::limits`] for the bucket). With
 //! unit costs that is the familiar `rpm + burst - 1`.
+//!
+//! That witness only sees what the sim admitted, so it can catch the sim but never a client.
+//! The arrival witness ([`early_arrivals`], [`max_in_window`], [`early_after_hints`]) looks at
+//! EVERY request received instead - admitted or refused, whatever the status - because OpenAI
+//! counts unsuccessful requests against the per-minute limits too, and a client that sends
+//! too fast is wrong whether or not the provider let it through.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::time::Duration;
 
 const WINDOW_NS: u64 = 60_000_000_000;
 
@@ -64,10 +72,175 @@ impl WindowAudit {
     }
 }
 
+/// Indices of the requests that arrived over the limit, among arrivals `times_ns`
+/// (non-decreasing) judged against emission interval `T = interval_ns` and `burst` `b`.
+///
+/// Request `i` is early when some span `[t_j, t_i]` ending at it holds `m` requests (both
+/// ends included) and is shorter than `(m - b) * T`: more requests than `b + span / T`.
+/// Equivalently, a GCRA bucket of interval `T` and capacity `b`, charged for every request
+/// received (not only the admitted ones), has no room for it; with no tolerance beyond the
+/// burst. With `b = 1` a steady client is clean exactly when consecutive arrivals are at
+/// least `T` apart. Once a client is early, the requests that follow at the plain rate are
+/// early too, until it has slowed down enough to pay the excess back.
+pub fn early_arrivals(times_ns: &[u64], interval_ns: u64, burst: u32) -> Vec<usize> {
+    let tolerance = u64::from(burst.max(1) - 1).saturating_mul(interval_ns);
+    let mut tat = 0u64;
+    let mut early = Vec::new();
+    for (i, &t) in times_ns.iter().enumerate() {
+        if tat.saturating_sub(t) > tolerance {
+            early.push(i);
+        }
+        tat = tat.max(t).saturating_add(interval_ns);
+    }
+    early
+}
+
+/// The most arrivals (non-decreasing `times_ns`) in any half-open window `[s, s + window)`.
+/// A client [`early_arrivals`] finds clean has at most `2b - 1` in a window of `b * T`
+/// (`b` at its start from a rested bucket, then one per `T`); with `b = 1`, at most 1.
+pub fn max_in_window(times_ns: &[u64], window_ns: u64) -> u64 {
+    let window_ns = window_ns.max(1);
+    let mut best = 0;
+    let mut start = 0;
+    for (end, &t) in times_ns.iter().enumerate() {
+        while times_ns[start].saturating_add(window_ns) <= t {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    u64::try_from(best).unwrap_or(u64::MAX)
+}
+
+/// How early each too-early request was, after hints to wait.
+///
+/// `requests` lists `(arrived_ns, hint)` in arrival order, where `hint` is
+/// `Some((sent_ns, deadline_ns))` for an answer that said "not before `deadline_ns`" and was
+/// sent at `sent_ns`. A request is too early when it arrived before the deadline of some
+/// earlier answer that had already been sent when it arrived (a request already on its way
+/// when the hint went out cannot be blamed); it is listed with how much too early it came.
+pub fn early_after_hints(requests: &[(u64, Option<(u64, u64)>)]) -> Vec<Duration> {
+    // hints not yet seen by the arriving requests, soonest sent first
+    let mut pending: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+    let mut deadline = 0u64;
+    let mut early = Vec::new();
+    for &(arrived, hint) in requests {
+        while let Some(&Reverse((sent, until))) = pending.peek() {
+            if sent > arrived {
+                break;
+            }
+            pending.pop();
+            deadline = deadline.max(until);
+        }
+        if arrived < deadline {
+            early.push(Duration::from_nanos(deadline - arrived));
+        }
+        if let Some(hint) = hint {
+            pending.push(Reverse(hint));
+        }
+    }
+    early
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sim::limits::{KeyLimiter, Verdict};
+
+    #[test]
+    fn early_arrivals_table() {
+        // (interval ms, burst, arrivals ms, indices of the early ones, max in a b*T window)
+        type Case = (u64, u32, &'static [u64], &'static [usize], u64);
+        let cases: &[Case] = &[
+            // one a second, exactly on time: clean
+            (1_000, 1, &[0, 1_000, 2_000, 3_000], &[], 1),
+            // 1 ms too soon is too soon: no tolerance
+            (1_000, 1, &[0, 999], &[1], 2),
+            // an early one pushes the next on-time-looking one over as well, then it heals
+            (1_000, 1, &[0, 500, 1_500, 3_000], &[1, 2], 2),
+            // burst 2: two at once from rest, then one per interval, is clean
+            (1_000, 2, &[0, 0, 1_000, 2_000, 3_000], &[], 3),
+            // a third at once is not
+            (1_000, 2, &[0, 0, 0, 1_000], &[2, 3], 4),
+            // a rested bucket takes the whole burst again
+            (1_000, 2, &[0, 0, 10_000, 10_000, 11_000], &[], 3),
+            // burst 3 at 6 s: 4 inside 18 s is over
+            (6_000, 3, &[0, 1, 2, 3], &[3], 4),
+            (6_000, 3, &[0, 1, 2, 6_002], &[], 4),
+            // arrivals at one instant, no gaps
+            (10, 1, &[5, 5, 5], &[1, 2], 3),
+            (10, 1, &[], &[], 0),
+        ];
+        const MS: u64 = 1_000_000;
+        for (interval, burst, times, want, want_max) in cases {
+            let ns: Vec<u64> = times.iter().map(|t| t * MS).collect();
+            assert_eq!(
+                early_arrivals(&ns, interval * MS, *burst),
+                *want,
+                "T={interval}ms b={burst} {times:?}"
+            );
+            let window = u64::from(*burst) * interval * MS;
+            assert_eq!(
+                max_in_window(&ns, window),
+                *want_max,
+                "T={interval}ms b={burst} {times:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn early_after_hints_table() {
+        const MS: u64 = 1_000_000;
+        let hint = |sent: u64, until: u64| Some((sent * MS, until * MS));
+        // (requests: arrived ms and hint, how early (ms) each too-early request was)
+        type Case = (Vec<(u64, Option<(u64, u64)>)>, Vec<u64>);
+        let cases: Vec<Case> = vec![
+            // back exactly at the deadline: fine
+            (vec![(0, hint(10, 1_010)), (1_010, None)], vec![]),
+            // 1 ms early, then on time
+            (
+                vec![(0, hint(10, 1_010)), (1_009, None), (1_010, None)],
+                vec![1],
+            ),
+            // already on its way when the 429 went out: not blamed; the next one is
+            (
+                vec![(0, hint(50, 1_050)), (20, None), (60, None)],
+                vec![990],
+            ),
+            // the longest outstanding deadline counts, not the latest
+            (
+                vec![
+                    (0, hint(1, 5_001)),
+                    (10, hint(11, 1_011)),
+                    (2_000, None),
+                    (5_001, None),
+                ],
+                vec![4_991, 3_001],
+            ),
+            // a longer wait announced to an on-time retry binds the next one
+            (
+                vec![
+                    (0, hint(1, 1_001)),
+                    (1_001, hint(1_002, 5_002)),
+                    (2_000, None),
+                ],
+                vec![3_002],
+            ),
+            // an early request that got a 429 itself sets a new deadline
+            (
+                vec![(0, hint(1, 1_001)), (500, hint(501, 2_001)), (1_500, None)],
+                vec![501, 501],
+            ),
+        ];
+        for (requests, want) in cases {
+            let requests: Vec<(u64, Option<(u64, u64)>)> =
+                requests.iter().map(|&(t, h)| (t * MS, h)).collect();
+            let got: Vec<u64> = early_after_hints(&requests)
+                .iter()
+                .map(|d| u64::try_from(d.as_millis()).expect("small"))
+                .collect();
+            assert_eq!(got, want, "{requests:?}");
+        }
+    }
 
     const MS: u64 = 1_000_000;
 

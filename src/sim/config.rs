@@ -22,8 +22,8 @@ pub struct SimConfig {
     pub content_policy_marker: String,
     /// Seed for the injected-failure RNG; `None` seeds from the OS.
     pub seed: Option<u64>,
-    /// Length of the daily window of `requests_per_day` (fixed windows from
-    /// the sim's start), in seconds; 86400 unless a test needs a short day.
+    /// Length of the daily window of `requests_per_day` and `images_per_day` (fixed windows
+    /// from the sim's start), in seconds; 86400 unless a test needs a short day.
     pub day_window_secs: u64,
 }
 
@@ -37,7 +37,9 @@ pub struct SimKey {
     pub requests_per_minute: u32,
     /// Sustained image rate where set; a request costs `n` images.
     pub images_per_minute: Option<u32>,
-    /// How many requests (and images) may be spent at once from a rested key; default 1.
+    /// How many requests (and images) may be spent at once from a rested key; `None` means
+    /// 1: no early-send tolerance at all, a request is refused if it comes before one
+    /// emission interval (`60 s / requests_per_minute`) has passed since the last one.
     pub burst: Option<u32>,
     /// Whether the key works or answers every call with `insufficient_quota`.
     pub behavior: KeyBehavior,
@@ -45,13 +47,17 @@ pub struct SimKey {
     pub retry_header: RetryHeader,
     /// Send `x-ratelimit-{limit,remaining,reset}-requests` on every answer for this key.
     pub send_ratelimit_headers: bool,
-    /// A daily cap on requests, in fixed windows of `day_window_secs`.
+    /// A daily cap on requests, in fixed windows of `day_window_secs` (RPD).
     pub requests_per_day: Option<u32>,
+    /// A daily cap on images (a request costs `n`), in the same windows (IPD).
+    pub images_per_day: Option<u32>,
     /// Sent as `openai-organization` on every answer for this key.
     pub organization: Option<String>,
-    /// Sent as `openai-project` on every answer. Keys naming the same
-    /// project share one set of limits (the first such key's), as OpenAI
-    /// counts limits per project.
+    /// Sent as `openai-project` on every answer. Keys naming the same project share one set
+    /// of limits, as OpenAI counts limits per project: one limiter and one daily count, set
+    /// by the first key naming it. [`SimConfig::validate`] rejects a later key of the project
+    /// whose limit fields (`requests_per_minute`, `images_per_minute`, `burst`,
+    /// `requests_per_day`, `images_per_day`) or `organization` differ from the first's.
     pub project: Option<String>,
     /// Models this key gets a 403 for (an organization not verified for them).
     pub forbidden_models: Vec<String>,
@@ -129,6 +135,7 @@ impl Default for SimKey {
             retry_header: RetryHeader::RetryAfterSeconds,
             send_ratelimit_headers: true,
             requests_per_day: None,
+            images_per_day: None,
             organization: None,
             project: None,
             forbidden_models: Vec::new(),
@@ -144,6 +151,17 @@ impl SimKey {
             requests_per_minute,
             ..Self::default()
         }
+    }
+
+    /// The limit fields, which keys of one project must agree on.
+    fn limits(&self) -> (u32, Option<u32>, u32, Option<u32>, Option<u32>) {
+        (
+            self.requests_per_minute,
+            self.images_per_minute,
+            self.burst.unwrap_or(1),
+            self.requests_per_day,
+            self.images_per_day,
+        )
     }
 }
 
@@ -201,8 +219,29 @@ impl SimConfig {
             if key.burst == Some(0) {
                 return bad(format!("keys[{i}]: burst must be at least 1"));
             }
-            if key.requests_per_day == Some(0) {
-                return bad(format!("keys[{i}]: requests_per_day must be at least 1"));
+            if key.requests_per_day == Some(0) || key.images_per_day == Some(0) {
+                return bad(format!("keys[{i}]: daily caps must be at least 1"));
+            }
+        }
+        let mut first_of_project: std::collections::HashMap<&str, &SimKey> =
+            std::collections::HashMap::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            let Some(project) = key.project.as_deref() else {
+                continue;
+            };
+            let first = *first_of_project.entry(project).or_insert(key);
+            if key.limits() != first.limits() {
+                return bad(format!(
+                    "keys[{i}]: project {project:?} has one set of limits; this key's \
+                     differ from those of the project's first key"
+                ));
+            }
+            if let (Some(a), Some(b)) = (&key.organization, &first.organization)
+                && a != b
+            {
+                return bad(format!(
+                    "keys[{i}]: project {project:?} belongs to organization {b:?}, not {a:?}"
+                ));
             }
         }
         Ok(())
@@ -292,6 +331,58 @@ mod tests {
             keys: vec![SimKey::new("sk-z", 0)],
             ..SimConfig::default()
         };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn new_fields_parse_and_projects_must_agree() {
+        let text = r#"
+            day_window_secs = 30
+
+            [[keys]]
+            secret = "sk-p1"
+            requests_per_minute = 6
+            requests_per_day = 20
+            images_per_day = 40
+            organization = "org-sim"
+            project = "proj_a"
+            forbidden_models = ["gpt-image-1.5"]
+
+            [[keys]]
+            secret = "sk-p2"
+            requests_per_minute = 6
+            requests_per_day = 20
+            images_per_day = 40
+            project = "proj_a"
+        "#;
+        let config: SimConfig = toml::from_str(text).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.day_window_secs, 30);
+        let p1 = &config.keys[0];
+        assert_eq!(
+            (p1.requests_per_day, p1.images_per_day),
+            (Some(20), Some(40))
+        );
+        assert_eq!(p1.forbidden_models, ["gpt-image-1.5"]);
+        assert_eq!(SimKey::default().burst, None, "burst defaults to 1 (None)");
+        assert_eq!(SimKey::default().images_per_day, None);
+        // (what to change on the second key, whether that is still valid)
+        type Change = fn(&mut SimKey);
+        let table: [(Change, bool); 6] = [
+            (|k| k.requests_per_minute = 7, false),
+            (|k| k.burst = Some(2), false),
+            (|k| k.burst = Some(1), true),
+            (|k| k.images_per_day = None, false),
+            (|k| k.organization = Some("org-other".into()), false),
+            (|k| k.project = Some("proj_b".into()), true),
+        ];
+        for (i, (change, valid)) in table.into_iter().enumerate() {
+            let mut changed = config.clone();
+            change(&mut changed.keys[1]);
+            assert_eq!(changed.validate().is_ok(), valid, "change {i}");
+        }
+        let mut zero = config.clone();
+        zero.keys[0].images_per_day = Some(0);
         assert!(zero.validate().is_err());
     }
 }

@@ -3,10 +3,15 @@
 //! order. The HTTP layer only sleeps and writes out what was decided here.
 //!
 //! Checks, in order: bearer key (401), key behaviour (429 `insufficient_quota`), body
-//! validation (400), a model the key may not use (403), the daily cap (429), rate limits
-//! (429, nothing spent; keys naming one project share its limits), then - with budget spent, as a real
-//! gateway admits before the model runs - content policy (400), `[sim:500]`/`[sim:503]`,
-//! random 5xx at `fail_rate_5xx`, and finally 200.
+//! validation (400), a model the key may not use (403), the daily caps (429, nothing
+//! counted), rate limits (429, nothing spent; keys naming one project share its limits),
+//! then - with budget spent and the day's count taken, as a real gateway admits before the
+//! model runs - content policy (400), `[sim:500]`/`[sim:503]`, random 5xx at
+//! `fail_rate_5xx`, and finally 200.
+//!
+//! Every request is logged with its arrival on the sim's monotonic clock, and each answer
+//! with the moment it is sent ([`Core::sent`]), so the arrival witness
+//! ([`Core::arrivals`], [`Core::early_after_429`]) can judge the client, not only the sim.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -17,13 +22,16 @@ use chrono::Utc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::audit::WindowAudit;
+use super::audit::{WindowAudit, early_after_hints, early_arrivals, max_in_window};
 use super::config::{KeyBehavior, RetryHeader, SimConfig, SimKey};
-use super::errors::ApiError;
+use super::errors::{ApiError, LimitUsage};
 use super::headers::{ceil_millis, ceil_secs, go_duration, ratelimit_headers, retry_hint};
-use super::limits::{KeyLimiter, LimitKind, Verdict};
+use super::limits::{DailyCap, KeyLimiter, LimitKind, Verdict, emission_interval};
 use super::request::{self, GenRequest, RawRequest};
-use super::stats::{ANONYMOUS, RequestRecord, SimStats, key_id};
+use super::stats::{ANONYMOUS, ArrivalReport, ArrivalWitness, RequestRecord, SimStats, key_id};
+
+/// The organization named in rate-limit messages of keys that name none.
+const DEFAULT_ORGANIZATION: &str = "org-sim";
 
 /// What to answer, decided at arrival.
 #[derive(Debug)]
@@ -34,8 +42,27 @@ pub struct Outcome {
     pub headers: Vec<(&'static str, String)>,
     /// How long to wait before answering.
     pub delay: Duration,
-    /// For a 429: the wait its hint announced, as a client reads it.
-    pub announced: Option<Duration>,
+    /// For a 429: what its hints announced.
+    pub announced: Option<Announced>,
+    /// Index of this request's record in the log, for [`Core::sent`].
+    pub record: usize,
+}
+
+/// The waits a 429's hints announced, as a client reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    /// The longest relative hint (seconds, milliseconds, a duration, the message's
+    /// "try again in"), counted from whenever the client reads it.
+    relative: Duration,
+    /// An HTTP date's wait, counted from the arrival (a date names an instant).
+    absolute: Option<Duration>,
+}
+
+impl Announced {
+    /// The longest wait, counted from the arrival.
+    fn longest(&self) -> Duration {
+        self.relative.max(self.absolute.unwrap_or_default())
+    }
 }
 
 struct Key {
@@ -45,21 +72,44 @@ struct Key {
     state: usize,
 }
 
-/// The limits of one key, or of one project shared by its keys.
+/// The limits of one key, or of one project shared by its keys (set by its first key).
 struct KeyState {
     /// The key whose configuration set these limits.
     owner: String,
+    requests_per_minute: u32,
+    images_per_minute: Option<u32>,
+    burst: u32,
     limiter: KeyLimiter,
     requests_audit: WindowAudit,
     images_audit: Option<WindowAudit>,
     exceeded: u64,
-    /// (cap, current window's index, requests admitted in it).
-    day: Option<(u32, u64, u32)>,
+    daily: Option<DailyCap>,
+}
+
+impl KeyState {
+    /// The arrival witness of `times_ns` against these limits.
+    fn witness(&self, times_ns: &[u64], early_after_429: usize) -> ArrivalWitness {
+        let interval_ns = u64::try_from(emission_interval(self.requests_per_minute).as_nanos())
+            .unwrap_or(u64::MAX);
+        let window_ns = interval_ns.saturating_mul(u64::from(self.burst));
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        ArrivalWitness {
+            interval_ns,
+            burst: self.burst,
+            window_ns,
+            received: count(times_ns.len()),
+            max_in_window: max_in_window(times_ns, window_ns),
+            early: count(early_arrivals(times_ns, interval_ns, self.burst).len()),
+            early_after_429: count(early_after_429),
+        }
+    }
 }
 
 struct Mutable {
     keys: Vec<KeyState>,
     log: Vec<RequestRecord>,
+    /// Hints of answers not sent yet, by log index.
+    hints: HashMap<usize, Announced>,
     rng: StdRng,
     /// Requests seen per prompt carrying `[sim:STATUSxN]`.
     fail_first_seen: std::collections::HashMap<String, u32>,
@@ -72,8 +122,6 @@ pub struct Core {
     marker: String,
     fail_rate: f64,
     latency: Duration,
-    /// The length of a daily window.
-    day: Duration,
     started: Instant,
     state: Mutex<Mutable>,
 }
@@ -84,18 +132,24 @@ impl Core {
         let mut states: Vec<KeyState> = Vec::new();
         let mut projects: HashMap<String, usize> = HashMap::new();
         let mut keys: Vec<Key> = Vec::new();
+        let day = Duration::from_secs(config.day_window_secs.max(1));
         for k in config.keys {
             let id = key_id(&k.secret);
             let shared = k.project.as_ref().and_then(|p| projects.get(p).copied());
             let state = shared.unwrap_or_else(|| {
                 let burst = k.burst.unwrap_or(1).max(1);
+                let rpm = k.requests_per_minute.max(1);
+                let ipm = k.images_per_minute.map(|i| i.max(1));
                 states.push(KeyState {
                     owner: id.clone(),
-                    limiter: KeyLimiter::new(k.requests_per_minute, k.images_per_minute, burst),
-                    requests_audit: WindowAudit::new(k.requests_per_minute, burst),
-                    images_audit: k.images_per_minute.map(|i| WindowAudit::new(i, burst)),
+                    requests_per_minute: rpm,
+                    images_per_minute: ipm,
+                    burst,
+                    limiter: KeyLimiter::new(rpm, ipm, burst),
+                    requests_audit: WindowAudit::new(rpm, burst),
+                    images_audit: ipm.map(|i| WindowAudit::new(i, burst)),
                     exceeded: 0,
-                    day: k.requests_per_day.map(|cap| (cap, 0, 0)),
+                    daily: DailyCap::new(k.requests_per_day, k.images_per_day, day),
                 });
                 states.len() - 1
             });
@@ -121,13 +175,13 @@ impl Core {
             keys,
             by_secret,
             marker: config.content_policy_marker.to_lowercase(),
-            day: Duration::from_secs(config.day_window_secs.max(1)),
             fail_rate: config.fail_rate_5xx.clamp(0.0, 1.0),
             latency: config.latency,
             started: Instant::now(),
             state: Mutex::new(Mutable {
                 keys: states,
                 log: Vec::new(),
+                hints: HashMap::new(),
                 fail_first_seen: std::collections::HashMap::new(),
                 rng,
             }),
@@ -157,12 +211,17 @@ impl Core {
         };
         let mut state = self.lock();
         let at = Utc::now();
-        let now_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let (id, outcome) = match secret.map(|s| (s, self.by_secret.get(s))) {
-            None => (ANONYMOUS.to_string(), reject(ApiError::missing_api_key())),
-            Some((s, None)) => (key_id(s), reject(ApiError::invalid_api_key(s))),
+        let now_ns = self.now_ns();
+        let (id, project, outcome) = match secret.map(|s| (s, self.by_secret.get(s))) {
+            None => (
+                ANONYMOUS.to_string(),
+                None,
+                reject(ApiError::missing_api_key()),
+            ),
+            Some((s, None)) => (key_id(s), None, reject(ApiError::invalid_api_key(s))),
             Some((_, Some(&i))) => (
                 self.keys[i].id.clone(),
+                self.keys[i].config.project.clone(),
                 self.judge(&mut state, i, raw, now_ns),
             ),
         };
@@ -182,13 +241,45 @@ impl Core {
                 .err()
                 .and_then(|e| e.code)
                 .map(str::to_string),
-            retry_after_ms: outcome
-                .announced
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            retry_after_ms: outcome.announced.map(|a| ceil_millis(a.longest())),
+            arrived_ns: now_ns,
+            sent_ns: None,
+            retry_deadline_ns: None,
+            project,
         });
+        let record = state.log.len() - 1;
+        if let Some(announced) = outcome.announced {
+            state.hints.insert(record, announced);
+        }
         Outcome {
             delay: self.latency + sleep,
+            record,
             ..outcome
+        }
+    }
+
+    /// Nanoseconds since the sim was created (its monotonic clock).
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes that the answer to log entry `record` is being sent now, and when its hints
+    /// (if any) let the client come back: relative ones from now, a date at its instant.
+    pub fn sent(&self, record: usize) {
+        let mut state = self.lock();
+        let now_ns = self.now_ns();
+        let hint = state.hints.remove(&record);
+        let Some(entry) = state.log.get_mut(record) else {
+            return;
+        };
+        entry.sent_ns = Some(now_ns);
+        if let Some(hint) = hint {
+            let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            let relative = now_ns.saturating_add(nanos(hint.relative));
+            let absolute = hint
+                .absolute
+                .map_or(0, |d| entry.arrived_ns.saturating_add(nanos(d)));
+            entry.retry_deadline_ns = Some(relative.max(absolute));
         }
     }
 
@@ -232,26 +323,45 @@ impl Core {
                 ..reject(ApiError::model_forbidden(&req.model))
             };
         }
-        let day_ns = u64::try_from(self.day.as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let window = now_ns / day_ns;
-        if let Some((cap, w, used)) = ks.day.as_mut() {
-            if *w != window {
-                (*w, *used) = (window, 0);
-            }
-            if *used >= *cap {
-                let wait = Duration::from_nanos((window + 1) * day_ns - now_ns);
-                let org = key.organization.as_deref().unwrap_or("org-sim");
-                let error = ApiError::daily_limited(&req.model, org, *cap, wait);
-                return hinted(key, headers, wait, error);
-            }
+        let organization = key.organization.as_deref().unwrap_or(DEFAULT_ORGANIZATION);
+        if let Some(Err(refused)) = ks.daily.as_mut().map(|d| d.check(now_ns, req.n)) {
+            let error = ApiError::daily_limited(&LimitUsage {
+                by: refused.by,
+                model: &req.model,
+                organization,
+                limit: refused.limit,
+                used: u64::from(refused.used),
+                requested: refused.requested,
+                wait: refused.wait,
+            });
+            return hinted(key, headers, refused.wait, error);
         }
         if let Verdict::Limited { wait, by } = ks.limiter.try_acquire(now_ns, req.n) {
-            return limited(key, ks, headers, &req, now_ns, wait, by);
+            let (limit, used, requested) = match (by, ks.images_audit.as_ref()) {
+                (LimitKind::Images, Some(audit)) => (
+                    ks.images_per_minute.unwrap_or(0),
+                    audit.current_at(now_ns),
+                    req.n,
+                ),
+                _ => (
+                    ks.requests_per_minute,
+                    ks.requests_audit.current_at(now_ns),
+                    1,
+                ),
+            };
+            let error = ApiError::rate_limited(&LimitUsage {
+                by,
+                model: &req.model,
+                organization,
+                limit,
+                used,
+                requested,
+                wait,
+            });
+            return hinted(key, headers, wait, error);
         }
-        if let Some((_, _, used)) = ks.day.as_mut() {
-            *used += 1;
+        if let Some(daily) = ks.daily.as_mut() {
+            daily.commit(now_ns, req.n);
         }
         if key.send_ratelimit_headers {
             // The window after this request was admitted.
@@ -296,6 +406,7 @@ impl Core {
             headers,
             delay: Duration::ZERO,
             announced: None,
+            record: 0,
         }
     }
 
@@ -310,35 +421,66 @@ impl Core {
         let exceeded = state.keys.iter().map(|s| (s.owner.as_str(), s.exceeded));
         SimStats::from_log(&state.log, exceeded)
     }
+
+    /// The arrival witness of every configured key and every project, over every request
+    /// received (see [`ArrivalWitness`]).
+    pub fn arrivals(&self) -> ArrivalReport {
+        let state = self.lock();
+        let mut report = ArrivalReport::default();
+        for key in &self.keys {
+            let records: Vec<&RequestRecord> =
+                state.log.iter().filter(|r| r.key_id == key.id).collect();
+            let ks = &state.keys[key.state];
+            report.keys.insert(key.id.clone(), witness_of(ks, &records));
+        }
+        for key in &self.keys {
+            let Some(project) = &key.config.project else {
+                continue;
+            };
+            if report.projects.contains_key(project) {
+                continue;
+            }
+            let records: Vec<&RequestRecord> = state
+                .log
+                .iter()
+                .filter(|r| r.project.as_ref() == Some(project))
+                .collect();
+            let ks = &state.keys[key.state];
+            report
+                .projects
+                .insert(project.clone(), witness_of(ks, &records));
+        }
+        report
+    }
+
+    /// How early each request came that arrived before a wait announced by an earlier
+    /// 429 had passed, among the requests `select` picks (see
+    /// [`super::audit::early_after_hints`]).
+    pub fn early_after_429(&self, select: impl Fn(&RequestRecord) -> bool) -> Vec<Duration> {
+        let state = self.lock();
+        let records: Vec<&RequestRecord> = state.log.iter().filter(|r| select(r)).collect();
+        early_after_hints(&hint_times(&records))
+    }
 }
 
-/// The 429 for `req`, refused by `by` for `wait`: rate-limit family with the true wait as
-/// the reset, plus the key's retry hint.
-fn limited(
-    key: &SimKey,
-    ks: &KeyState,
-    headers: Vec<(&'static str, String)>,
-    req: &GenRequest,
-    now_ns: u64,
-    wait: Duration,
-    by: LimitKind,
-) -> Outcome {
-    let (limit, current) = match (by, ks.images_audit.as_ref()) {
-        (LimitKind::Images, Some(audit)) => (
-            key.images_per_minute.unwrap_or(0),
-            audit.current_at(now_ns) + u64::from(req.n),
-        ),
-        _ => (
-            key.requests_per_minute,
-            ks.requests_audit.current_at(now_ns) + 1,
-        ),
-    };
-    let error = ApiError::rate_limited(by, limit, current, wait.as_secs_f64());
-    hinted(key, headers, wait, error)
+/// `(arrived, Some((sent, deadline)))` of `records`, for [`early_after_hints`].
+fn hint_times(records: &[&RequestRecord]) -> Vec<(u64, Option<(u64, u64)>)> {
+    records
+        .iter()
+        .map(|r| (r.arrived_ns, r.sent_ns.zip(r.retry_deadline_ns)))
+        .collect()
 }
 
-/// A 429 `error` that says to come back after `wait`, in the key's retry
-/// style (and the rate-limit family's reset), noting what it announced.
+/// The witness of `records` (in arrival order) against the limits `ks`.
+fn witness_of(ks: &KeyState, records: &[&RequestRecord]) -> ArrivalWitness {
+    let times: Vec<u64> = records.iter().map(|r| r.arrived_ns).collect();
+    let early = early_after_hints(&hint_times(records)).len();
+    ks.witness(&times, early)
+}
+
+/// A 429 `error` that says to come back after `wait`, in the key's retry style (and the
+/// rate-limit family's reset when the key sends it; the message says it too), noting what
+/// its hints announced.
 fn hinted(
     key: &SimKey,
     mut headers: Vec<(&'static str, String)>,
@@ -358,26 +500,26 @@ fn hinted(
     }
     Outcome {
         headers,
-        announced: announced(key.retry_header, wait, now),
+        announced: Some(announced(key.retry_header, wait, now)),
         ..reject(error)
     }
 }
 
-/// The wait a client reads from the hint `retry_hint` sends for `wait` at
-/// `now` (each form rounds up).
-fn announced(style: RetryHeader, wait: Duration, now: SystemTime) -> Option<Duration> {
-    match style {
-        RetryHeader::RetryAfterSeconds => Some(Duration::from_secs(ceil_secs(wait))),
-        RetryHeader::RetryAfterMs | RetryHeader::ResetRequests => {
-            Some(Duration::from_millis(ceil_millis(wait)))
-        }
-        RetryHeader::RetryAfterHttpDate => {
-            let at = now.duration_since(UNIX_EPOCH).unwrap_or_default() + wait;
-            let date = Duration::from_secs(ceil_secs(at));
-            date.checked_sub(now.duration_since(UNIX_EPOCH).unwrap_or_default())
-        }
-        RetryHeader::None => None,
-    }
+/// What a 429 with the hint `retry_hint` sends for `wait` at `now` announces (each form
+/// rounds up). The message's "try again in" always says `wait` to the millisecond, and
+/// `x-ratelimit-reset-requests` never says more, so the longest relative hint is the
+/// retry header's when it is relative, else the millisecond one.
+fn announced(style: RetryHeader, wait: Duration, now: SystemTime) -> Announced {
+    let millis = Duration::from_millis(ceil_millis(wait));
+    let relative = match style {
+        RetryHeader::RetryAfterSeconds => Duration::from_secs(ceil_secs(wait)).max(millis),
+        _ => millis,
+    };
+    let absolute = (style == RetryHeader::RetryAfterHttpDate).then(|| {
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Duration::from_secs(ceil_secs(since_epoch + wait)).saturating_sub(since_epoch)
+    });
+    Announced { relative, absolute }
 }
 
 fn reject(error: ApiError) -> Outcome {
@@ -386,5 +528,41 @@ fn reject(error: ApiError) -> Outcome {
         headers: Vec::new(),
         delay: Duration::ZERO,
         announced: None,
+        record: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announced_waits_by_retry_style() {
+        // 1_700_000_000.250 s since the epoch; a true wait of 1.2 s
+        let now = UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        let wait = Duration::from_millis(1_200);
+        let ms = Duration::from_millis;
+        // (style, relative wait, absolute wait from the arrival)
+        let table = [
+            (RetryHeader::RetryAfterSeconds, ms(2_000), None),
+            (RetryHeader::RetryAfterMs, ms(1_200), None),
+            (RetryHeader::ResetRequests, ms(1_200), None),
+            // the message's 1.2s, and the date 1_700_000_002 s: 1.75 s from now
+            (RetryHeader::RetryAfterHttpDate, ms(1_200), Some(ms(1_750))),
+            // no header, but the message still says 1.2s
+            (RetryHeader::None, ms(1_200), None),
+        ];
+        for (style, relative, absolute) in table {
+            let got = announced(style, wait, now);
+            assert_eq!(got, Announced { relative, absolute }, "{style:?}");
+            assert_eq!(
+                got.longest(),
+                relative.max(absolute.unwrap_or_default()),
+                "{style:?}"
+            );
+        }
+        // sub-millisecond waits round up
+        let tiny = announced(RetryHeader::RetryAfterMs, Duration::from_micros(1), now);
+        assert_eq!(tiny.relative, ms(1));
     }
 }

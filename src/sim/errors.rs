@@ -66,33 +66,42 @@ impl ApiError {
         }
     }
 
-    /// 429 for a request over the key's rate; `current` counts the window including this one.
-    pub fn rate_limited(by: LimitKind, limit: u32, current: u64, wait_secs: f64) -> Self {
-        let what = match by {
-            LimitKind::Requests => "requests",
-            LimitKind::Images => "images",
-        };
-        Self {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            kind: "requests",
-            message: format!(
-                "Rate limit reached for {what} per min. Limit: {limit}/1min. Current: \
-                 {current}/1min. Please try again in {wait_secs:.3}s."
-            ),
-            param: None,
-            code: Some("rate_limit_exceeded"),
-        }
+    /// 429 for a request over a per-minute limit, in OpenAI's words: `used` is what the
+    /// last 60 s admitted, `requested` 1 request or `n` images, and the wait is written as
+    /// OpenAI writes it (`1.5s`, `20ms`, `6m0s`), rounded up to the millisecond.
+    pub fn rate_limited(usage: &LimitUsage<'_>) -> Self {
+        Self::limit_reached(usage, "min")
     }
 
-    /// 429 for a request over the key's daily cap.
-    pub fn daily_limited(model: &str, organization: &str, limit: u32, wait: Duration) -> Self {
+    /// 429 for a request over a daily cap (RPD or IPD), worded like [`Self::rate_limited`].
+    pub fn daily_limited(usage: &LimitUsage<'_>) -> Self {
+        Self::limit_reached(usage, "day")
+    }
+
+    fn limit_reached(usage: &LimitUsage<'_>, period: &str) -> Self {
+        let (what, letter) = match usage.by {
+            LimitKind::Requests => ("requests", 'R'),
+            LimitKind::Images => ("images", 'I'),
+        };
+        let short = format!("{letter}P{}", if period == "day" { 'D' } else { 'M' });
+        let LimitUsage {
+            model,
+            organization,
+            limit,
+            used,
+            requested,
+            wait,
+            ..
+        } = usage;
         Self {
             status: StatusCode::TOO_MANY_REQUESTS,
             kind: "requests",
             message: format!(
-                "Rate limit reached for {model} in organization {organization} on requests per day \
-                 (RPD): Limit {limit}, Used {limit}, Requested 1. Please try again in {}.",
-                super::headers::go_duration(wait)
+                "Rate limit reached for {model} in organization {organization} on {what} per \
+                 {period} ({short}): Limit {limit}, Used {used}, Requested {requested}. Please \
+                 try again in {}. Visit https://platform.openai.com/account/rate-limits to \
+                 learn more.",
+                super::headers::go_duration(*wait)
             ),
             param: None,
             code: Some("rate_limit_exceeded"),
@@ -165,6 +174,25 @@ impl ApiError {
     }
 }
 
+/// What a rate-limit message reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitUsage<'a> {
+    /// The limit that refused: requests or images.
+    pub by: LimitKind,
+    /// The model asked for.
+    pub model: &'a str,
+    /// The key's organization (`org-sim` when it names none).
+    pub organization: &'a str,
+    /// The limit.
+    pub limit: u32,
+    /// Already used (admitted) in its window.
+    pub used: u64,
+    /// What this request asked for.
+    pub requested: u32,
+    /// The true wait until it would pass.
+    pub wait: Duration,
+}
+
 /// `sk-...WXYZ`: a recognisable tail, never enough to reuse. Short secrets are hidden whole.
 pub fn mask_secret(secret: &str) -> String {
     let chars: Vec<char> = secret.chars().collect();
@@ -195,12 +223,20 @@ mod tests {
         assert_eq!(quota.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(quota.body()["error"]["type"], "insufficient_quota");
 
-        let limited = ApiError::rate_limited(LimitKind::Images, 5, 6, 1.25).body();
-        assert_eq!(limited["error"]["code"], "rate_limit_exceeded");
-        assert_eq!(limited["error"]["type"], "requests");
-        let text = limited["error"]["message"].as_str().expect("message");
-        assert!(text.contains("images per min. Limit: 5/1min. Current: 6/1min"));
-        assert!(text.contains("try again in 1.250s"));
+        let forbidden = ApiError::model_forbidden("gpt-image-1.5");
+        assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            forbidden.body(),
+            json!({"error": {
+                "message": "Your organization must be verified to use the model \
+                            `gpt-image-1.5`. Please go to: \
+                            https://platform.openai.com/settings/organization/general and \
+                            click on Verify Organization.",
+                "type": "invalid_request_error",
+                "param": null,
+                "code": null,
+            }})
+        );
 
         let policy = ApiError::content_policy().body();
         assert_eq!(policy["error"]["code"], "content_policy_violation");
@@ -209,6 +245,54 @@ mod tests {
         let broke = ApiError::server_error(StatusCode::INTERNAL_SERVER_ERROR).body();
         assert_eq!(broke["error"]["type"], "server_error");
         assert!(broke["error"]["code"].is_null());
+    }
+
+    #[test]
+    fn rate_limit_messages() {
+        let usage = |by, limit, used, requested, wait_ms| LimitUsage {
+            by,
+            model: "gpt-image-2",
+            organization: "org-sim",
+            limit,
+            used,
+            requested,
+            wait: Duration::from_millis(wait_ms),
+        };
+        let table = [
+            (
+                ApiError::daily_limited(&usage(LimitKind::Requests, 20, 20, 1, 432_000)),
+                "Rate limit reached for gpt-image-2 in organization org-sim on requests per day \
+                 (RPD): Limit 20, Used 20, Requested 1. Please try again in 7m12s.",
+            ),
+            (
+                ApiError::daily_limited(&usage(LimitKind::Images, 50, 48, 4, 1_500)),
+                "Rate limit reached for gpt-image-2 in organization org-sim on images per day \
+                 (IPD): Limit 50, Used 48, Requested 4. Please try again in 1.5s.",
+            ),
+            (
+                ApiError::rate_limited(&usage(LimitKind::Requests, 60, 60, 1, 20)),
+                "Rate limit reached for gpt-image-2 in organization org-sim on requests per min \
+                 (RPM): Limit 60, Used 60, Requested 1. Please try again in 20ms.",
+            ),
+            (
+                ApiError::rate_limited(&usage(LimitKind::Images, 5, 4, 2, 1_250)),
+                "Rate limit reached for gpt-image-2 in organization org-sim on images per min \
+                 (IPM): Limit 5, Used 4, Requested 2. Please try again in 1.25s.",
+            ),
+        ];
+        for (error, start) in table {
+            let body = error.body();
+            assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(body["error"]["type"], "requests");
+            assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+            assert!(body["error"]["param"].is_null());
+            let text = body["error"]["message"].as_str().expect("message");
+            assert!(text.starts_with(start), "{text}");
+            assert!(
+                text.ends_with("/account/rate-limits to learn more."),
+                "{text}"
+            );
+        }
     }
 
     #[test]

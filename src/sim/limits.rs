@@ -9,10 +9,21 @@
 //! `debt <= max(C - c, 0) * T`; a request larger than the whole bucket therefore needs a
 //! rested bucket rather than being refused forever. Allowing it sets `tat = max(tat, now) + c*T`;
 //! refusing it changes nothing, and the true wait is `debt - max(C - c, 0) * T`.
+//!
+//! Daily caps ([`DailyCap`]) are plain counters in fixed windows: window `k` covers
+//! `[k * day, (k + 1) * day)` from the sim's start, and everything resets when the next one
+//! opens (OpenAI's RPD/IPD limits behave like this from a client's point of view: a spent
+//! day answers 429 until it rolls over).
 
 use std::time::Duration;
 
 const MINUTE_NS: u64 = 60_000_000_000;
+
+/// The emission interval of a rate of `per_minute` (clamped to at least 1): `60 s / rate`,
+/// rounded up to the nanosecond so the bucket never allows more than the rate.
+pub fn emission_interval(per_minute: u32) -> Duration {
+    Duration::from_nanos(MINUTE_NS.div_ceil(u64::from(per_minute.max(1))))
+}
 
 /// One GCRA bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,9 +37,8 @@ impl Gcra {
     /// A rested bucket allowing `per_minute` units per minute and `capacity` units at once
     /// (both clamped to at least 1).
     pub fn per_minute(per_minute: u32, capacity: u32) -> Self {
-        let rate = u64::from(per_minute.max(1));
         Self {
-            interval_ns: MINUTE_NS.div_ceil(rate),
+            interval_ns: MINUTE_NS.div_ceil(u64::from(per_minute.max(1))),
             capacity: capacity.max(1),
             tat_ns: 0,
         }
@@ -148,6 +158,93 @@ impl KeyLimiter {
     }
 }
 
+/// A refusal by a [`DailyCap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyRefusal {
+    /// Which daily cap refused: requests (RPD) or images (IPD).
+    pub by: LimitKind,
+    /// The cap.
+    pub limit: u32,
+    /// Already admitted in the current window.
+    pub used: u32,
+    /// What this request asked for (1 request, or `n` images).
+    pub requested: u32,
+    /// Time until the current window ends.
+    pub wait: Duration,
+}
+
+/// Daily caps on requests and images in fixed windows of `window` (see the module docs).
+/// Only admitted requests count ([`DailyCap::commit`]); a request for more images than the
+/// whole cap is never admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyCap {
+    requests: Option<u32>,
+    images: Option<u32>,
+    window_ns: u64,
+    /// Index of the window the counters belong to.
+    index: u64,
+    used_requests: u32,
+    used_images: u32,
+}
+
+impl DailyCap {
+    /// Caps of `requests` and `images` per `window`; `None` when neither is set.
+    pub fn new(requests: Option<u32>, images: Option<u32>, window: Duration) -> Option<Self> {
+        (requests.is_some() || images.is_some()).then(|| Self {
+            requests,
+            images,
+            window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX).max(1),
+            index: 0,
+            used_requests: 0,
+            used_images: 0,
+        })
+    }
+
+    fn roll(&mut self, now_ns: u64) {
+        let index = now_ns / self.window_ns;
+        if index != self.index {
+            (self.index, self.used_requests, self.used_images) = (index, 0, 0);
+        }
+    }
+
+    /// `Ok` if one request of `n` images fits into the window holding `now_ns`; nothing is
+    /// spent either way. The request cap is checked first.
+    pub fn check(&mut self, now_ns: u64, n: u32) -> Result<(), DailyRefusal> {
+        self.roll(now_ns);
+        let wait = Duration::from_nanos((self.index + 1) * self.window_ns - now_ns);
+        if let Some(limit) = self.requests
+            && self.used_requests >= limit
+        {
+            return Err(DailyRefusal {
+                by: LimitKind::Requests,
+                limit,
+                used: self.used_requests,
+                requested: 1,
+                wait,
+            });
+        }
+        if let Some(limit) = self.images
+            && u64::from(self.used_images) + u64::from(n) > u64::from(limit)
+        {
+            return Err(DailyRefusal {
+                by: LimitKind::Images,
+                limit,
+                used: self.used_images,
+                requested: n,
+                wait,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts one admitted request of `n` images at `now_ns`.
+    pub fn commit(&mut self, now_ns: u64, n: u32) {
+        self.roll(now_ns);
+        self.used_requests = self.used_requests.saturating_add(1);
+        self.used_images = self.used_images.saturating_add(n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +351,74 @@ mod tests {
         // 7/min does not divide 60s evenly; 8 requests must never fit in one minute
         let g = Gcra::per_minute(7, 1);
         assert!(g.interval_ns * 7 >= MINUTE_NS);
+    }
+
+    #[test]
+    fn daily_cap_table() {
+        // (requests/day, images/day, window s, [(t ms, n, admitted if Ok)], expected)
+        // expected: None = admitted, Some((kind, used, wait ms)) = refused
+        type Step = (u64, u32, Option<(LimitKind, u32, u64)>);
+        type Case = (Option<u32>, Option<u32>, u64, &'static [Step]);
+        let cases: &[Case] = &[
+            (
+                Some(2),
+                None,
+                30,
+                &[
+                    (0, 1, None),
+                    (1_000, 5, None),
+                    (2_000, 1, Some((LimitKind::Requests, 2, 28_000))),
+                    (29_999, 1, Some((LimitKind::Requests, 2, 1))),
+                    // the next window opens at 30 s
+                    (30_000, 1, None),
+                    (30_001, 1, None),
+                    (59_000, 1, Some((LimitKind::Requests, 2, 1_000))),
+                    // a skipped window changes nothing
+                    (95_000, 1, None),
+                ],
+            ),
+            (
+                None,
+                Some(5),
+                10,
+                &[
+                    (0, 3, None),
+                    (1, 3, Some((LimitKind::Images, 3, 9_999))),
+                    (2, 2, None),
+                    (3, 1, Some((LimitKind::Images, 5, 9_997))),
+                    (10_000, 6, Some((LimitKind::Images, 0, 10_000))),
+                    (10_000, 5, None),
+                ],
+            ),
+            (
+                Some(1),
+                Some(100),
+                10,
+                &[(0, 4, None), (5, 1, Some((LimitKind::Requests, 1, 9_995)))],
+            ),
+        ];
+        for (rpd, ipd, secs, steps) in cases {
+            let mut cap = DailyCap::new(*rpd, *ipd, Duration::from_secs(*secs)).expect("a cap");
+            for &(t, n, want) in steps.iter() {
+                let got = match cap.check(t * MS, n) {
+                    Ok(()) => {
+                        cap.commit(t * MS, n);
+                        None
+                    }
+                    Err(refusal) => {
+                        let requested = if refusal.by == LimitKind::Images {
+                            n
+                        } else {
+                            1
+                        };
+                        assert_eq!(refusal.requested, requested);
+                        let wait = u64::try_from(refusal.wait.as_millis()).expect("small");
+                        Some((refusal.by, refusal.used, wait))
+                    }
+                };
+                assert_eq!(got, want, "rpd={rpd:?} ipd={ipd:?} t={t}ms n={n}");
+            }
+        }
+        assert_eq!(DailyCap::new(None, None, Duration::from_secs(1)), None);
     }
 }

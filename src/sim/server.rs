@@ -22,6 +22,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/images/generations", post(generate))
         .route("/_sim/log", get(log))
         .route("/_sim/stats", get(stats))
+        .route("/_sim/arrivals", get(arrivals))
         .fallback(not_found)
         .with_state(core)
 }
@@ -39,6 +40,7 @@ async fn generate(State(core): State<Arc<Core>>, headers: HeaderMap, body: Bytes
     if !outcome.delay.is_zero() {
         tokio::time::sleep(outcome.delay).await;
     }
+    core.sent(outcome.record);
     respond(outcome)
 }
 
@@ -65,6 +67,10 @@ async fn log(State(core): State<Arc<Core>>) -> Response {
 
 async fn stats(State(core): State<Arc<Core>>) -> Response {
     Json(core.stats()).into_response()
+}
+
+async fn arrivals(State(core): State<Arc<Core>>) -> Response {
+    Json(core.arrivals()).into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {

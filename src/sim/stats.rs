@@ -25,11 +25,27 @@ pub struct RequestRecord {
     pub status: u16,
     /// OpenAI `error.code` answered, if any.
     pub error_code: Option<String>,
-    /// For a 429: the wait its retry hint announced, in milliseconds, as a
-    /// client reads it (rounded up as sent); the sim expects nothing from
-    /// this key (or its project) before `at` + this.
+    /// For a 429: the wait it announced, in milliseconds, as a client reads it: the longest
+    /// of its hints (the key's retry header, `x-ratelimit-reset-requests` if sent, and the
+    /// message's "try again in"), each rounded up as sent, counted from the arrival.
     #[serde(default)]
     pub retry_after_ms: Option<u64>,
+    /// When it arrived on the sim's own monotonic clock: nanoseconds since the sim was
+    /// created, taken under the same lock (and the same reading) the limiter judged it by.
+    #[serde(default)]
+    pub arrived_ns: u64,
+    /// When its answer was handed to the HTTP layer (after any configured delay), on the
+    /// same clock; `None` until then (or if the client hung up first).
+    #[serde(default)]
+    pub sent_ns: Option<u64>,
+    /// For a 429 with a wait: the instant, on the same clock, before which the client was
+    /// told not to come back - relative hints counted from `sent_ns`, an HTTP date as the
+    /// instant it names; the latest of them. Filled in when the answer is sent.
+    #[serde(default)]
+    pub retry_deadline_ns: Option<u64>,
+    /// The project of the key, if it has one (its requests count against the project).
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 /// Counts for one key (or for all keys together).
@@ -66,6 +82,63 @@ pub struct SimStats {
     pub total: KeyStats,
     /// Sum of `limit_exceeded` over all keys.
     pub limit_exceeded: u64,
+}
+
+/// The arrival witness of one key or project: how its requests were spaced, judged over
+/// EVERY request received for it (admitted or refused, any status - OpenAI counts refused
+/// requests against per-minute limits too), against the limits it draws from (a project
+/// key's: its project's). Requests only; images are not judged here.
+///
+/// With emission interval `T = 60 s / requests_per_minute` (rounded up to the nanosecond,
+/// as the limiter does) and burst `b`:
+/// * `early` counts requests for which some span `[t_j, t_i]` ending at the request holds
+///   `m` requests and is shorter than `(m - b) * T`: sent when a GCRA bucket charged for
+///   every request received had no room, with no tolerance beyond the burst. With the
+///   default `b = 1`: a request less than `T` after the previous one, or after an earlier
+///   excess not yet paid back. A client that respects the limit has `early == 0`.
+/// * `max_in_window` is the most requests in any half-open window of length `W = b * T`;
+///   a client with `early == 0` has at most `2b - 1` there (1 when `b = 1`).
+/// * `early_after_429` counts requests that came before a wait an earlier, already sent
+///   429 announced had passed (see [`crate::sim::Sim::early_after_429`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrivalWitness {
+    /// The emission interval `T`, in nanoseconds.
+    pub interval_ns: u64,
+    /// The burst `b` of the limits judged against.
+    pub burst: u32,
+    /// `W = b * T`, in nanoseconds.
+    pub window_ns: u64,
+    /// Requests received.
+    pub received: u64,
+    /// The most requests in any window `[s, s + W)`.
+    pub max_in_window: u64,
+    /// Requests over the limit (see above); 0 for a well-behaved client.
+    pub early: u64,
+    /// Requests that came back before an announced wait had passed.
+    pub early_after_429: u64,
+}
+
+/// Arrival witnesses of every configured key (by key id) and every project (by name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrivalReport {
+    /// Per key id.
+    pub keys: BTreeMap<String, ArrivalWitness>,
+    /// Per project name, over the requests of all its keys.
+    pub projects: BTreeMap<String, ArrivalWitness>,
+}
+
+impl ArrivalReport {
+    /// The subjects with `early > 0`: key ids, and `project:<name>` for projects.
+    pub fn over_limit(&self) -> BTreeMap<String, u64> {
+        let keys = self.keys.iter().map(|(id, w)| (id.clone(), w.early));
+        let projects = self
+            .projects
+            .iter()
+            .map(|(name, w)| (format!("project:{name}"), w.early));
+        keys.chain(projects)
+            .filter(|&(_, early)| early > 0)
+            .collect()
+    }
 }
 
 /// The id under which a secret appears in logs: `key-` + 8 hex digits of its sha256.
@@ -145,6 +218,10 @@ mod tests {
             status,
             error_code: code.map(str::to_string),
             retry_after_ms: None,
+            arrived_ns: 0,
+            sent_ns: None,
+            retry_deadline_ns: None,
+            project: None,
         }
     }
 
@@ -177,5 +254,30 @@ mod tests {
         assert_eq!(b.server_errors, 1);
         assert_eq!(stats.keys["key-c"], KeyStats::default());
         assert_eq!((stats.total.requests, stats.limit_exceeded), (7, 1));
+    }
+
+    #[test]
+    fn over_limit_lists_only_early_subjects() {
+        let witness = |early| ArrivalWitness {
+            early,
+            ..ArrivalWitness::default()
+        };
+        let report = ArrivalReport {
+            keys: [
+                ("key-a".to_string(), witness(0)),
+                ("key-b".to_string(), witness(3)),
+            ]
+            .into_iter()
+            .collect(),
+            projects: [("p".to_string(), witness(1)), ("q".to_string(), witness(0))]
+                .into_iter()
+                .collect(),
+        };
+        let over: Vec<(String, u64)> = report.over_limit().into_iter().collect();
+        assert_eq!(
+            over,
+            [("key-b".to_string(), 3), ("project:p".to_string(), 1)]
+        );
+        assert!(ArrivalReport::default().over_limit().is_empty());
     }
 }
