@@ -166,29 +166,6 @@ pub fn sim_id(secret: &str) -> String {
     genq::sim::key_id(secret)
 }
 
-/// Requests that reached the sim before the wait a 429 on the same key
-/// announced had passed, counted from when the sim sent that 429, each as
-/// "key: N ms early". Empty when every announced wait was honoured.
-pub fn sent_inside_announced_waits(log: &[RequestRecord]) -> Vec<String> {
-    let mut early = Vec::new();
-    for (i, r) in log.iter().enumerate() {
-        let Some(wait) = r.retry_after_ms.filter(|_| r.status == 429) else {
-            continue;
-        };
-        let ends = r.at + chrono::Duration::milliseconds(wait as i64);
-        for next in log[i + 1..].iter().filter(|n| n.key_id == r.key_id) {
-            if next.at < ends {
-                early.push(format!(
-                    "{}: {} ms early",
-                    r.key_id,
-                    (ends - next.at).num_milliseconds()
-                ));
-            }
-        }
-    }
-    early
-}
-
 /// Pairs of 429s in a row on one key (the second means a wait was misjudged).
 pub fn consecutive_429s(log: &[RequestRecord]) -> usize {
     let mut last: std::collections::HashMap<&str, u16> = std::collections::HashMap::new();
