@@ -14,17 +14,21 @@ pub enum Verdict {
     Success,
     /// 429 rate limit: the key cools down (for `wait` if the provider said);
     /// the job is rescheduled for another key without spending an attempt.
-    /// `daily`: the message says a per-day limit is spent.
     RateLimited {
+        /// The longest wait the provider named, in a header or in the
+        /// message ([`headers::wait_hint`]).
         wait: Option<Duration>,
+        /// The message says the DAILY limit is spent ("per day", RPD, IPD),
+        /// not a per-minute one.
         daily: bool,
     },
     /// Quota, billing, bad or forbidden key: the key is disabled; the job goes elsewhere.
     KeyDisabled {
         reason: String,
     },
-    /// A 403 for one model (e.g. an organization not verified for it): the
-    /// key stays in use for other models; the job goes elsewhere.
+    /// 403 for one model (not allowed to the key's project, or the
+    /// organization must be verified to use it): the key stays usable for
+    /// other models.
     ModelRejected {
         reason: String,
     },
@@ -71,18 +75,18 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: DateTime<Utc
         .as_ref()
         .and_then(|e| e.kind.clone())
         .unwrap_or_default();
+    let raw = parsed
+        .as_ref()
+        .and_then(|e| e.message.clone())
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            if text.trim().is_empty() {
+                format!("HTTP {status} with no body")
+            } else {
+                text.into_owned()
+            }
+        });
     let message = {
-        let raw = parsed
-            .as_ref()
-            .and_then(|e| e.message.clone())
-            .unwrap_or_else(|| {
-                let text = String::from_utf8_lossy(body);
-                if text.trim().is_empty() {
-                    format!("HTTP {status} with no body")
-                } else {
-                    text.into_owned()
-                }
-            });
         let label = if code.is_empty() {
             kind.clone()
         } else {
@@ -99,41 +103,16 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: DateTime<Utc
         return Verdict::KeyDisabled { reason: message };
     }
     match status {
-        429 => {
-            let wait = [
-                headers::retry_after(headers, now),
-                headers::hint_in_message(&message),
-            ]
-            .into_iter()
-            .flatten()
-            .max();
-            Verdict::RateLimited {
-                wait,
-                daily: is_daily(&message),
-            }
-        }
-        403 if names_a_model(&message) => Verdict::ModelRejected { reason: message },
+        429 => Verdict::RateLimited {
+            // The raw text: truncation must not cut the hint off.
+            wait: headers::wait_hint(headers, &raw, now),
+            daily: is_daily(&raw),
+        },
+        403 if is_model_refusal(&code, &raw) => Verdict::ModelRejected { reason: message },
         401 | 403 => Verdict::KeyDisabled { reason: message },
         408 | 409 | 425 | 500..=599 => Verdict::Transient { message },
         _ => Verdict::JobRejected { message },
     }
-}
-
-/// A 429 whose message says a daily limit is spent (OpenAI: "requests per
-/// day (RPD)", "images per day").
-fn is_daily(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("per day") || m.contains("(rpd)") || m.contains("(ipd)")
-}
-
-/// A 403 about one model rather than the key: "must be verified to use the
-/// model `x`", "does not have access to model x".
-fn names_a_model(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("model")
-        && ["verified", "access", "not allowed", "not available"]
-            .iter()
-            .any(|w| m.contains(w))
 }
 
 /// Classifies a call that got no HTTP answer (timeout, refused connection).
@@ -153,6 +132,32 @@ fn is_quota(code: &str) -> bool {
             | "billing_not_active"
     ) || code.ends_with("_spend_limit_exceeded")
         || code.ends_with("_usage_limit_exceeded")
+}
+
+/// A 429 message about a daily limit: OpenAI's "... on requests per day
+/// (RPD): Limit 200, Used 200 ..." or "images per day (IPD)".
+fn is_daily(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("per day")
+        || lower
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| matches!(word, "rpd" | "ipd"))
+}
+
+/// A 403 that refuses one model, not the key: "Your organization must be
+/// verified to use the model `gpt-image-1`", "Project `proj_x` does not
+/// have access to model `gpt-image-1`", a model "not allowed". A region
+/// refusal, or a 403 naming no model (missing scopes, bad project), is
+/// about the key.
+fn is_model_refusal(code: &str, message: &str) -> bool {
+    if code == "unsupported_country_region_territory" {
+        return false;
+    }
+    let lower = message.to_ascii_lowercase();
+    lower.contains("model")
+        && ["access", "verif", "not allowed"]
+            .iter()
+            .any(|word| lower.contains(word))
 }
 
 fn truncate(text: &str) -> String {
@@ -229,39 +234,6 @@ mod tests {
                 daily: false
             }
         );
-        // A daily limit, with its wait only in the message; the longer hint wins.
-        let daily = body(
-            "requests",
-            "rate_limit_exceeded",
-            "Rate limit reached for gpt-image-1 in organization org-x on requests per day (RPD): \
-             Limit 200, Used 200, Requested 1. Please try again in 7m12s.",
-        );
-        assert_eq!(
-            classify(429, &wait, &daily, now),
-            Verdict::RateLimited {
-                wait: Some(Duration::from_secs(432)),
-                daily: true
-            }
-        );
-        // A 403 for one model spares the key; a plain 403 disables it.
-        let unverified = body(
-            "invalid_request_error",
-            "",
-            "Your organization must be verified to use the model `gpt-image-1`.",
-        );
-        assert!(matches!(
-            classify(403, &none, &unverified, now),
-            Verdict::ModelRejected { .. }
-        ));
-        let region = body(
-            "request_forbidden",
-            "unsupported_country_region_territory",
-            "Country, region, or territory not supported",
-        );
-        assert!(matches!(
-            classify(403, &none, &region, now),
-            Verdict::KeyDisabled { .. }
-        ));
         let cases: &[(u16, Vec<u8>, &str)] = &[
             (
                 429,
@@ -373,6 +345,175 @@ mod tests {
                 String::from_utf8_lossy(b)
             );
         }
+    }
+
+    #[test]
+    fn rate_limits_take_the_longest_wait_and_tell_daily_limits() {
+        let now: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let rpd = "Rate limit reached for gpt-image-1 in organization org-x on requests per day (RPD): Limit 200, Used 200, Requested 1. Please try again in 7m12s. Visit https://platform.openai.com/account/rate-limits to learn more.";
+        let ipd = "Rate limit reached for gpt-image-1 in organization org-x on images per day (IPD): Limit 50, Used 50, Requested 2. Please try again in 1h2m3s.";
+        let rpm = "Rate limit reached for gpt-image-1 in organization org-x on requests per min (RPM): Limit 5, Used 5, Requested 1. Please try again in 12s. Visit https://platform.openai.com/account/rate-limits to learn more.";
+        let ipm = "Rate limit reached for images per min. Limit: 5/1min. Current: 6/1min. Please try again in 1.5s.";
+        let tpm = "Rate limit reached for gpt-image-1 on tokens per min (TPM): Limit 40000, Used 39900, Requested 500. Please try again in 20ms.";
+        // A hint far past the 500 characters kept of a message still counts.
+        let long = format!("{} Please try again in 9s.", "x".repeat(2 * MAX_MESSAGE));
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<Duration>, bool);
+        let cases: &[Case] = &[
+            (&[], rpd, Some(ms(432_000)), true),
+            (&[("retry-after", "1")], rpd, Some(ms(432_000)), true),
+            (&[("retry-after", "3600")], rpd, Some(s(3600)), true),
+            (&[], ipd, Some(s(3723)), true),
+            (
+                &[],
+                "You reached your limit of 100 requests per day.",
+                None,
+                true,
+            ),
+            (&[], "Daily cap: RPD exhausted", None, true),
+            (&[("retry-after-ms", "250")], rpm, Some(s(12)), false),
+            (&[("retry-after", "20")], rpm, Some(s(20)), false),
+            (
+                &[("x-ratelimit-reset-requests", "6m0s")],
+                rpm,
+                Some(s(360)),
+                false,
+            ),
+            (&[], ipm, Some(ms(1500)), false),
+            (&[], tpm, Some(ms(20)), false),
+            (&[("retry-after", "2")], tpm, Some(s(2)), false),
+            (
+                &[
+                    ("retry-after", "Mon, 23 Nov 2026 10:00:40 GMT"),
+                    ("date", "Mon, 23 Nov 2026 10:00:10 GMT"),
+                ],
+                rpm,
+                Some(s(30)),
+                false,
+            ),
+            (&[], &long, Some(s(9)), false),
+            // "rapid" and "ipdate" are no RPD/IPD.
+            (&[], "Too rapid; slow down (ipdate).", None, false),
+            (&[], "Rate limit reached.", None, false),
+        ];
+        for (pairs, message, wait, daily) in cases {
+            let headers: HeaderMap = pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        HeaderValue::from_str(v).unwrap(),
+                    )
+                })
+                .collect();
+            let b = body("requests", "rate_limit_exceeded", message);
+            assert_eq!(
+                classify(429, &headers, &b, now),
+                Verdict::RateLimited {
+                    wait: *wait,
+                    daily: *daily
+                },
+                "{pairs:?} {message}"
+            );
+        }
+        // Without a JSON body the text itself is read.
+        assert_eq!(
+            classify(429, &HeaderMap::new(), rpd.as_bytes(), now),
+            Verdict::RateLimited {
+                wait: Some(ms(432_000)),
+                daily: true
+            }
+        );
+        // Quota codes on a 429 still disable the key, whatever the message.
+        let quota = body("insufficient_quota", "insufficient_quota", rpd);
+        assert!(matches!(
+            classify(429, &HeaderMap::new(), &quota, now),
+            Verdict::KeyDisabled { .. }
+        ));
+    }
+
+    #[test]
+    fn a_403_for_one_model_spares_the_key() {
+        let now = Utc::now();
+        let none = HeaderMap::new();
+        let cases: &[(u16, &str, &str, &str)] = &[
+            (
+                403,
+                "",
+                "Your organization must be verified to use the model `gpt-image-1`. Please go to: https://platform.openai.com/settings/organization/general and click on Verify Organization. If you just verified, it can take up to 15 minutes for access to propagate.",
+                "ModelRejected",
+            ),
+            (
+                403,
+                "model_not_found",
+                "Project `proj_abc` does not have access to model `gpt-image-1`",
+                "ModelRejected",
+            ),
+            (
+                403,
+                "",
+                "The model `dall-e-3` is not allowed for this project.",
+                "ModelRejected",
+            ),
+            (
+                403,
+                "",
+                "You do not have access to the MODEL gpt-image-1.",
+                "ModelRejected",
+            ),
+            (
+                403,
+                "unsupported_country_region_territory",
+                "Country, region, or territory not supported",
+                "KeyDisabled",
+            ),
+            (
+                403,
+                "unsupported_country_region_territory",
+                "Access to the model is not supported in your region",
+                "KeyDisabled",
+            ),
+            (
+                403,
+                "",
+                "You have insufficient permissions for this operation. Missing scopes: api.model.images.request. Check that you have the correct role in your organization (Reader, Writer, Owner) and project (Member, Owner), and if you're using a restricted API key that it has the necessary scopes.",
+                "KeyDisabled",
+            ),
+            (403, "", "Access denied.", "KeyDisabled"),
+            (403, "", "The model is busy.", "KeyDisabled"),
+            // Only a 403 spares the key; 401 and quota codes do not.
+            (
+                401,
+                "",
+                "You do not have access to the model `gpt-image-1`.",
+                "KeyDisabled",
+            ),
+            (
+                404,
+                "model_not_found",
+                "The model `gpt-image-9` does not exist or you do not have access to it.",
+                "JobRejected",
+            ),
+        ];
+        for (status, code, message, want) in cases {
+            let b = body("invalid_request_error", code, message);
+            let got = classify(*status, &none, &b, now);
+            let name = format!("{got:?}");
+            assert!(name.starts_with(want), "{status} {message}: {name}");
+        }
+        // The reason is the provider's words, labelled, with no key.
+        let b = body(
+            "invalid_request_error",
+            "",
+            "Key sk-proj-abc123 must be verified to use the model `gpt-image-1`.",
+        );
+        assert_eq!(
+            classify(403, &none, &b, now),
+            Verdict::ModelRejected {
+                reason: "invalid_request_error: Key sk-…redacted must be verified to use the model `gpt-image-1`.".into()
+            }
+        );
     }
 
     #[test]

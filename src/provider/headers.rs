@@ -1,31 +1,37 @@
 //! What the provider said about waiting, read from response headers and
-//! the error message.
+//! from the error message.
 //!
-//! Every hint present is read: `retry-after-ms`, `Retry-After` (seconds,
-//! fractions allowed, or an HTTP date), `x-ratelimit-reset-requests`,
-//! `x-ratelimit-reset-tokens` (durations such as `1s`, `6m0s`, `20ms`,
-//! `1h2m3.5s`), and "try again in 7m12s" in the message. **The longest
-//! wins**: sending before any of them ends risks another 429 and a longer
-//! penalty.
+//! Every hint present is read and the LONGEST one wins: `retry-after-ms`,
+//! `Retry-After` (seconds, fractions allowed, or an HTTP date),
+//! `x-ratelimit-reset-requests` and `x-ratelimit-reset-tokens` (durations
+//! such as `1s`, `6m0s`, `20ms`, `1h2m3.5s`), and, through [`wait_hint`],
+//! OpenAI's `... Please try again in 7m12s.` in the error message. Each
+//! hint tells of one limit; waiting for the longest is the only wait after
+//! which none of them still refuses the call.
 //!
-//! An HTTP date is turned into a wait by the provider's own clock (the
-//! answer's `Date` header) when it sent one, so a worker whose clock is off
-//! neither sends early nor waits too long.
+//! A `Retry-After` HTTP date is turned into a wait by the server's clock:
+//! `retry_at - Date`, with the response's own `Date` header when it is
+//! present and valid, else `retry_at - now` by the local clock. Both dates
+//! come from the same server, so a worker whose clock runs seconds behind
+//! does not come back before the provider's moment (nor, ahead, wait too
+//! little).
 //!
 //! A zero, negative, non-finite or malformed value, or a date in the past,
-//! is no usable hint, so the caller falls back to its own backoff. Huge
-//! values are capped at [`MAX_WAIT`], not refused.
+//! is no usable hint and is ignored; with no usable hint at all the answer
+//! is None, so the caller falls back to its own backoff. Huge values are
+//! capped at [`MAX_WAIT`], not refused: the caller turns a long wait into a
+//! later `run_at`, never a sleeping worker.
 
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 use std::time::Duration;
 
-/// The longest wait taken from a header.
+/// The longest wait taken from a hint.
 pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-/// How long the provider asked us to wait, if it said: the longest of the
-/// header hints. `now` is the local clock, used for an HTTP date only when
-/// the answer has no `Date` header.
+/// How long the provider's headers asked us to wait: the longest of the
+/// usable hints, if any. `now` is the local clock, used for an HTTP date
+/// only when the response has no valid `Date` header.
 pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
     let get = |name: &str| {
         headers
@@ -33,45 +39,66 @@ pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> 
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    let server_now = get("date")
-        .and_then(|d| httpdate::parse_http_date(d).ok())
-        .map(DateTime::<Utc>::from)
-        .unwrap_or(now);
-    let hints = [
-        get("retry-after-ms")
-            .and_then(|v| v.parse::<f64>().ok())
-            .and_then(|ms| from_secs(ms / 1000.0)),
-        get("retry-after").and_then(|value| match value.parse::<f64>() {
-            Ok(secs) => from_secs(secs),
-            Err(_) => httpdate::parse_http_date(value).ok().and_then(|at| {
-                let at: DateTime<Utc> = at.into();
-                (at - server_now)
-                    .to_std()
-                    .ok()
-                    .and_then(|d| from_secs(d.as_secs_f64()))
-            }),
-        }),
-        get("x-ratelimit-reset-requests").and_then(parse_duration),
-        get("x-ratelimit-reset-tokens").and_then(parse_duration),
-    ];
-    hints
-        .into_iter()
-        .flatten()
-        .filter_map(|d| from_secs(d.as_secs_f64()))
-        .max()
+    let retry_after_ms = get("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| from_secs(ms / 1000.0));
+    let retry_after = get("retry-after").and_then(|value| match value.parse::<f64>() {
+        Ok(secs) => from_secs(secs),
+        Err(_) => {
+            let at: DateTime<Utc> = httpdate::parse_http_date(value).ok()?.into();
+            let server_now = get("date")
+                .and_then(|d| httpdate::parse_http_date(d).ok())
+                .map(DateTime::<Utc>::from)
+                .unwrap_or(now);
+            let wait = (at - server_now).to_std().ok()?;
+            from_secs(wait.as_secs_f64())
+        }
+    });
+    let reset = |name: &str| {
+        get(name)
+            .and_then(parse_duration)
+            .and_then(|d| from_secs(d.as_secs_f64()))
+    };
+    [
+        retry_after_ms,
+        retry_after,
+        reset("x-ratelimit-reset-requests"),
+        reset("x-ratelimit-reset-tokens"),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
 }
 
-/// A wait named in a provider's message: "Please try again in 7m12s",
-/// "try again in 20ms", "try again in 1.5s".
+/// The wait OpenAI names in an error message: `... Please try again in
+/// 7m12s.`, `try again in 20ms`, `try again in 1.5s` (case ignored). With
+/// several, the longest. None when there is none, or it is zero or
+/// malformed; capped at [`MAX_WAIT`].
 pub fn hint_in_message(message: &str) -> Option<Duration> {
+    const PHRASE: &str = "try again in ";
+    // ASCII lowercasing keeps every byte offset valid in `message`.
     let lower = message.to_ascii_lowercase();
-    let at = lower.find("try again in ")? + "try again in ".len();
-    let rest = &message[at..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
-        .unwrap_or(rest.len());
-    let text = rest[..end].trim_end_matches('.');
-    parse_duration(text).and_then(|d| from_secs(d.as_secs_f64()))
+    let mut longest = None;
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(PHRASE) {
+        let start = from + i + PHRASE.len();
+        let rest = &message[start..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == 'µ'))
+            .unwrap_or(rest.len());
+        // A sentence's full stop is not part of the duration.
+        let token = rest[..end].trim_end_matches('.');
+        let wait = parse_duration(token).and_then(|d| from_secs(d.as_secs_f64()));
+        longest = longest.max(wait);
+        from = start;
+    }
+    longest
+}
+
+/// Every wait the provider asked for, in the headers ([`retry_after`]) and
+/// in the error message ([`hint_in_message`]): the longest, if any.
+pub fn wait_hint(headers: &HeaderMap, message: &str, now: DateTime<Utc>) -> Option<Duration> {
+    retry_after(headers, now).max(hint_in_message(message))
 }
 
 fn from_secs(secs: f64) -> Option<Duration> {
@@ -189,37 +216,6 @@ mod tests {
                 &[("retry-after-ms", "12.5")],
                 Some(Duration::from_micros(12_500)),
             ),
-            // Every hint is read; the longest wins.
-            (
-                &[("retry-after-ms", "100"), ("retry-after", "9")],
-                Some(ms(9000)),
-            ),
-            (
-                &[("retry-after-ms", "9500"), ("retry-after", "9")],
-                Some(ms(9500)),
-            ),
-            (
-                &[
-                    ("retry-after", "2"),
-                    ("x-ratelimit-reset-requests", "27.876s"),
-                ],
-                Some(ms(27_876)),
-            ),
-            // An HTTP date counts from the provider's clock (its Date header).
-            (
-                &[
-                    ("retry-after", "Mon, 23 Nov 2026 10:01:00 GMT"),
-                    ("date", "Mon, 23 Nov 2026 10:00:45 GMT"),
-                ],
-                Some(ms(15_000)),
-            ),
-            (
-                &[
-                    ("retry-after", "Mon, 23 Nov 2026 09:59:30 GMT"),
-                    ("date", "Mon, 23 Nov 2026 09:59:00 GMT"),
-                ],
-                Some(ms(30_000)),
-            ),
             (
                 &[("retry-after-ms", "nope"), ("retry-after", "9")],
                 Some(ms(9000)),
@@ -227,13 +223,6 @@ mod tests {
             (&[("x-ratelimit-reset-requests", "6m0s")], Some(ms(360_000))),
             (&[("x-ratelimit-reset-requests", "20ms")], Some(ms(20))),
             (&[("x-ratelimit-reset-tokens", "1.5s")], Some(ms(1500))),
-            (
-                &[
-                    ("x-ratelimit-reset-requests", "1s"),
-                    ("x-ratelimit-reset-tokens", "9s"),
-                ],
-                Some(ms(9000)),
-            ),
             (&[("x-ratelimit-reset-requests", "0s")], None),
             (&[], None),
         ];
@@ -243,27 +232,217 @@ mod tests {
     }
 
     #[test]
-    fn waits_named_in_messages() {
-        let cases = [
+    fn the_longest_header_hint_wins() {
+        let now: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
+        let ms = Duration::from_millis;
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<Duration>);
+        let cases: &[Case] = &[
+            // Each later header longer than the one its SDK reads first.
             (
-                "Rate limit reached ... Please try again in 7m12s.",
-                Some(432_000),
+                &[("retry-after-ms", "100"), ("retry-after", "9")],
+                Some(ms(9000)),
             ),
-            ("Please try again in 20ms.", Some(20)),
-            ("please TRY AGAIN IN 1.5s", Some(1500)),
             (
-                "Limit 200, Used 200. Please try again in 1h2m3s. Visit",
-                Some(3_723_000),
+                &[("retry-after-ms", "9000.5"), ("retry-after", "2")],
+                Some(Duration::from_micros(9_000_500)),
             ),
-            ("Please try again later.", None),
-            ("try again in 0s", None),
-            ("no hint here", None),
+            (
+                &[
+                    ("x-ratelimit-reset-requests", "1s"),
+                    ("x-ratelimit-reset-tokens", "9s"),
+                ],
+                Some(ms(9000)),
+            ),
+            (
+                &[
+                    ("x-ratelimit-reset-requests", "6m0s"),
+                    ("x-ratelimit-reset-tokens", "9s"),
+                ],
+                Some(ms(360_000)),
+            ),
+            (
+                &[
+                    ("retry-after-ms", "1500"),
+                    ("retry-after", "2"),
+                    ("x-ratelimit-reset-requests", "1m"),
+                    ("x-ratelimit-reset-tokens", "20ms"),
+                ],
+                Some(ms(60_000)),
+            ),
+            (
+                &[
+                    ("retry-after", "Mon, 23 Nov 2026 10:01:00 GMT"),
+                    ("x-ratelimit-reset-requests", "30s"),
+                ],
+                Some(ms(60_000)),
+            ),
+            // Malformed, zero, negative and past values never win.
+            (
+                &[
+                    ("retry-after-ms", "-5000"),
+                    ("retry-after", "soon"),
+                    ("x-ratelimit-reset-requests", "0s"),
+                    ("x-ratelimit-reset-tokens", "250ms"),
+                ],
+                Some(ms(250)),
+            ),
+            (
+                &[
+                    ("retry-after", "Mon, 23 Nov 2026 09:00:00 GMT"),
+                    ("retry-after-ms", "inf"),
+                    ("x-ratelimit-reset-tokens", "-1s"),
+                ],
+                None,
+            ),
+            // The cap still holds for the longest.
+            (
+                &[("retry-after-ms", "5"), ("retry-after", "99999999")],
+                Some(MAX_WAIT),
+            ),
+            (
+                &[("retry-after", "3"), ("x-ratelimit-reset-requests", "100h")],
+                Some(MAX_WAIT),
+            ),
         ];
-        for (text, want) in cases {
+        for (pairs, want) in cases {
+            assert_eq!(retry_after(&headers(pairs), now), *want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn http_dates_are_read_by_the_server_clock() {
+        let ms = Duration::from_millis;
+        let retry_at = "Mon, 23 Nov 2026 10:00:30 GMT";
+        // (local now, the response's Date header, wanted wait)
+        let cases: &[(&str, Option<&str>, Option<Duration>)] = &[
+            // Clocks agree.
+            (
+                "2026-11-23T10:00:00Z",
+                Some("Mon, 23 Nov 2026 10:00:00 GMT"),
+                Some(ms(30_000)),
+            ),
+            // The worker runs 10 s behind: the local clock would say 40 s.
+            (
+                "2026-11-23T09:59:50Z",
+                Some("Mon, 23 Nov 2026 10:00:00 GMT"),
+                Some(ms(30_000)),
+            ),
+            // The worker runs 10 s ahead: the local clock would say 20 s,
+            // and the call would go out early.
+            (
+                "2026-11-23T10:00:10Z",
+                Some("Mon, 23 Nov 2026 10:00:00 GMT"),
+                Some(ms(30_000)),
+            ),
+            // Other date forms for Date.
+            (
+                "2026-11-23T10:00:10Z",
+                Some("Monday, 23-Nov-26 10:00:20 GMT"),
+                Some(ms(10_000)),
+            ),
+            (
+                "2026-11-23T10:00:10Z",
+                Some("Mon Nov 23 10:00:25 2026"),
+                Some(ms(5000)),
+            ),
+            // By the server the moment has passed, though not by the worker.
+            (
+                "2026-11-23T10:00:00Z",
+                Some("Mon, 23 Nov 2026 10:00:30 GMT"),
+                None,
+            ),
+            (
+                "2026-11-23T10:00:00Z",
+                Some("Mon, 23 Nov 2026 10:01:00 GMT"),
+                None,
+            ),
+            // No or an invalid Date: the local clock.
+            ("2026-11-23T10:00:10Z", None, Some(ms(20_000))),
+            (
+                "2026-11-23T10:00:10Z",
+                Some("yesterday-ish"),
+                Some(ms(20_000)),
+            ),
+            ("2026-11-23T10:00:10Z", Some(""), Some(ms(20_000))),
+        ];
+        for (now, date, want) in cases {
+            let now: DateTime<Utc> = now.parse().unwrap();
+            let mut pairs = vec![("retry-after", retry_at)];
+            pairs.extend(date.map(|d| ("date", d)));
+            assert_eq!(retry_after(&headers(&pairs), now), *want, "{now} {date:?}");
+        }
+        // The Date header only dates an HTTP-date Retry-After.
+        let now: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
+        let h = headers(&[
+            ("retry-after", "4"),
+            ("date", "Mon, 23 Nov 2026 09:00:00 GMT"),
+        ]);
+        assert_eq!(retry_after(&h, now), Some(ms(4000)));
+    }
+
+    #[test]
+    fn hints_in_the_message() {
+        let ms = Duration::from_millis;
+        let cases: &[(&str, Option<Duration>)] = &[
+            (
+                "Rate limit reached for gpt-image-1 in organization org-x on requests per day (RPD): Limit 200, Used 200, Requested 1. Please try again in 7m12s. Visit https://platform.openai.com/account/rate-limits to learn more.",
+                Some(ms(432_000)),
+            ),
+            ("Please try again in 20ms.", Some(ms(20))),
+            ("Please try again in 1.5s.", Some(ms(1500))),
+            ("Please try again in 12s", Some(ms(12_000))),
+            ("Please try again in 2h", Some(ms(7_200_000))),
+            ("Please try again in 1h2m3.5s.", Some(ms(3_723_500))),
+            ("please TRY AGAIN IN 3s.", Some(ms(3000))),
+            (
+                "Please try again in 250us.",
+                Some(Duration::from_micros(250)),
+            ),
+            // Several: the longest.
+            ("try again in 2s; or try again in 5s.", Some(ms(5000))),
+            // The cap.
+            ("Please try again in 100h.", Some(MAX_WAIT)),
+            // No usable hint.
+            ("Please try again in 0s.", None),
+            ("Please try again in a moment.", None),
+            ("Please try again in 5 seconds.", None),
+            ("Please try again in -5s.", None),
+            ("Please try again later.", None),
+            ("Please try again in", None),
+            ("Rate limit reached for images per min.", None),
+            ("", None),
+        ];
+        for (message, want) in cases {
+            assert_eq!(hint_in_message(message), *want, "{message}");
+        }
+    }
+
+    #[test]
+    fn wait_hint_takes_the_longest_of_headers_and_message() {
+        let now: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
+        let ms = Duration::from_millis;
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<Duration>);
+        let cases: &[Case] = &[
+            (
+                &[("retry-after", "1")],
+                "Please try again in 7m12s.",
+                Some(ms(432_000)),
+            ),
+            (
+                &[("retry-after", "60")],
+                "Please try again in 20ms.",
+                Some(ms(60_000)),
+            ),
+            (&[], "Please try again in 1.5s.", Some(ms(1500))),
+            (&[("retry-after-ms", "800")], "no hint here", Some(ms(800))),
+            (&[("retry-after", "0")], "Please try again in 0s.", None),
+            (&[], "", None),
+        ];
+        for (pairs, message, want) in cases {
             assert_eq!(
-                hint_in_message(text).map(|d| d.as_millis() as u64),
-                want,
-                "{text}"
+                wait_hint(&headers(pairs), message, now),
+                *want,
+                "{pairs:?} {message}"
             );
         }
     }
