@@ -44,7 +44,7 @@ async fn twenty_concurrent_callers_get_exactly_the_burst() {
         .map(|_| {
             let pool = db.pool.clone();
             tokio::spawn(async move {
-                buckets::reserve(&pool, &[("a", "a/m")], 1, 1, NO_HORIZON, &[])
+                buckets::reserve(&pool, &[("a", "a/m")], 1, 1, NO_HORIZON, &[], &[])
                     .await
                     .unwrap()
             })
@@ -76,7 +76,7 @@ async fn one_round_trip_grants_a_fast_key_many_slots_each_at_its_moment() {
     // 6,000/min: one every 10 ms. Asked for 20 within 50 ms: 6 (now, +10 … +50 ms).
     setup(&db, &[("fast", 6000.0, 1), ("slow", 60.0, 2)]).await;
     let horizon = std::time::Duration::from_millis(50);
-    let r = buckets::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon, &[])
+    let r = buckets::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon, &[], &[])
         .await
         .unwrap();
     assert_eq!(r.key_id.as_deref(), Some("fast"));
@@ -91,18 +91,18 @@ async fn one_round_trip_grants_a_fast_key_many_slots_each_at_its_moment() {
     assert_eq!(r.slots[0], Duration::ZERO, "the first slot is now");
     assert_eq!(r.interval, Some(Duration::from_millis(10)));
     // The bucket is spent until the last slot's moment has passed.
-    let next = buckets::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon, &[])
+    let next = buckets::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon, &[], &[])
         .await
         .unwrap();
     assert_eq!(next.key_id, None);
     assert!(next.earliest.unwrap() + Duration::from_millis(5) >= *r.slots.last().unwrap());
 
     // A slow key grants its burst and no more, however many are asked for.
-    let r = buckets::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon, &[])
+    let r = buckets::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon, &[], &[])
         .await
         .unwrap();
     assert_eq!(r.slots.len(), 2);
-    let r = buckets::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon, &[])
+    let r = buckets::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon, &[], &[])
         .await
         .unwrap();
     assert_eq!((r.key_id, r.slots.len()), (None, 0));
@@ -113,12 +113,12 @@ async fn the_key_with_most_room_is_chosen_and_disabled_keys_are_skipped() {
     let db = TestDb::new().await;
     setup(&db, &[("a", 60.0, 1), ("b", 60.0, 1)]).await;
     let cands = [("a", "a/m"), ("b", "b/m")];
-    let first = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON, &[])
+    let first = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON, &[], &[])
         .await
         .unwrap()
         .key_id
         .unwrap();
-    let second = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON, &[])
+    let second = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON, &[], &[])
         .await
         .unwrap()
         .key_id
@@ -127,7 +127,7 @@ async fn the_key_with_most_room_is_chosen_and_disabled_keys_are_skipped() {
         first, second,
         "both keys should be used before either waits"
     );
-    let none = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON, &[])
+    let none = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON, &[], &[])
         .await
         .unwrap();
     assert_eq!(none.key_id, None);
@@ -139,7 +139,7 @@ async fn the_key_with_most_room_is_chosen_and_disabled_keys_are_skipped() {
     keys::disable(&db.pool, "b", "429 insufficient_quota")
         .await
         .unwrap();
-    let all_disabled = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON, &[])
+    let all_disabled = buckets::reserve(&db.pool, &cands, 1, 1, NO_HORIZON, &[], &[])
         .await
         .unwrap();
     assert_eq!(
@@ -186,7 +186,7 @@ async fn a_cooldown_blocks_the_key_and_a_shorter_one_never_shortens_it() {
         later > Duration::from_millis(29_000),
         "the later deadline is kept: {later:?}"
     );
-    let r = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 1, NO_HORIZON, &[])
+    let r = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 1, NO_HORIZON, &[], &[])
         .await
         .unwrap();
     assert_eq!(r.key_id, None);
@@ -222,19 +222,19 @@ async fn images_are_counted_by_n() {
     };
     buckets::ensure_buckets(&db.pool, &[spec]).await.unwrap();
     assert!(
-        buckets::reserve(&db.pool, &[("a", "a/m")], 3, 1, NO_HORIZON, &[])
+        buckets::reserve(&db.pool, &[("a", "a/m")], 3, 1, NO_HORIZON, &[], &[])
             .await
             .unwrap()
             .key_id
             .is_some()
     );
     // 3 of 4 images used: one more fits, two do not.
-    let refused = buckets::reserve(&db.pool, &[("a", "a/m")], 2, 1, NO_HORIZON, &[])
+    let refused = buckets::reserve(&db.pool, &[("a", "a/m")], 2, 1, NO_HORIZON, &[], &[])
         .await
         .unwrap();
     assert!(refused.key_id.is_none());
     assert!(
-        buckets::reserve(&db.pool, &[("a", "a/m")], 1, 1, NO_HORIZON, &[])
+        buckets::reserve(&db.pool, &[("a", "a/m")], 1, 1, NO_HORIZON, &[], &[])
             .await
             .unwrap()
             .key_id
@@ -319,7 +319,7 @@ async fn a_daily_cap_grants_its_count_per_window_then_waits_for_the_next() {
     };
     buckets::ensure_buckets(&db.pool, &[spec]).await.unwrap();
     let horizon = Duration::from_millis(50);
-    let first = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[])
+    let first = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[], &[])
         .await
         .unwrap();
     assert_eq!(
@@ -327,7 +327,7 @@ async fn a_daily_cap_grants_its_count_per_window_then_waits_for_the_next() {
         3,
         "the day's 3, though 10 were asked and the rate allows 5"
     );
-    let spent = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[])
+    let spent = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[], &[])
         .await
         .unwrap();
     assert_eq!(spent.key_id, None);
@@ -347,12 +347,12 @@ async fn a_daily_cap_grants_its_count_per_window_then_waits_for_the_next() {
     )
     .await
     .unwrap();
-    let again = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[])
+    let again = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[], &[])
         .await
         .unwrap();
     assert_eq!(again.slots.len(), 1);
     tokio::time::sleep(wait).await;
-    let next_day = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[])
+    let next_day = buckets::reserve(&db.pool, &[("a", "a/m")], 1, 10, horizon, &[], &[])
         .await
         .unwrap();
     assert_eq!(next_day.slots.len(), 3, "a new window");

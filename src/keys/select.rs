@@ -35,6 +35,11 @@ const STALE_AFTER: Duration = Duration::from_millis(250);
 /// How often a process looks for disabled keys due a re-test, and for
 /// accounts other replicas discovered.
 const REFRESH_EVERY: Duration = Duration::from_secs(10);
+/// How soon to look again while a new key's first request is out.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
+/// A new key's first request unanswered this long no longer holds back the
+/// next new key.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a disabled key is re-tested with one real request, by default.
 pub const DEFAULT_RETEST: Duration = Duration::from_secs(15 * 60);
 
@@ -101,6 +106,11 @@ pub struct Keyring {
     /// Accounts the provider's answers showed, per key index, for keys with
     /// no configured account.
     discovered: Mutex<HashMap<usize, String>>,
+    /// Keys that have answered at least once (here or on any replica).
+    answered: Mutex<HashSet<usize>>,
+    /// A never-used key whose first request is out, and since when: see
+    /// [`Keyring::learn_account`].
+    probing: Mutex<Option<(usize, Instant)>>,
 }
 
 impl Keyring {
@@ -113,6 +123,8 @@ impl Keyring {
             retest: DEFAULT_RETEST,
             refreshed: Mutex::new(None),
             discovered: Mutex::new(HashMap::new()),
+            answered: Mutex::new(HashSet::new()),
+            probing: Mutex::new(None),
         }
     }
 
@@ -212,6 +224,13 @@ impl Keyring {
         if returned.is_empty() {
             return Ok(());
         }
+        {
+            // A new key's first request that was never sent probes nothing.
+            let mut probing = self.probing.lock().expect("probing lock");
+            if probing.is_some_and(|(p, _)| returned.iter().any(|g| g.key == p)) {
+                *probing = None;
+            }
+        }
         let mut by_bucket: HashMap<String, Unused> = HashMap::new();
         for g in returned {
             let unused = by_bucket.entry(g.bucket.clone()).or_insert(Unused {
@@ -255,26 +274,59 @@ impl Keyring {
         let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
         let found = key_store::discovered_accounts(pool, &ids).await?;
         let mut discovered = self.discovered.lock().expect("discovered lock");
-        for (id, account) in found {
+        let mut answered = self.answered.lock().expect("answered lock");
+        for (id, account, used) in found {
             if let Some(i) = self.keys.iter().position(|k| k.id == id) {
-                discovered.insert(i, account);
+                if let Some(account) = account {
+                    discovered.insert(i, account);
+                }
+                if used {
+                    answered.insert(i);
+                }
             }
         }
         Ok(())
     }
 
+    /// Whether key `i`'s budget is known: it has a configured account, or
+    /// has answered before (its answer named its account, if the provider
+    /// names one).
+    fn is_known(&self, i: usize) -> bool {
+        self.keys[i].account.is_some() || self.answered.lock().expect("answered lock").contains(&i)
+    }
+
+    /// The one never-used key serving `model` that may send its first
+    /// request now: only one at a time, so two new keys of one project are
+    /// never both sent to before an answer shows they share a budget.
+    fn probe_candidate(&self, model: &str) -> Option<usize> {
+        let mut probing = self.probing.lock().expect("probing lock");
+        if let Some((_, since)) = *probing {
+            if since.elapsed() < PROBE_TIMEOUT {
+                return None;
+            }
+            *probing = None; // its call never answered: let another go
+        }
+        (0..self.keys.len()).find(|&i| self.keys[i].serves(model) && !self.is_known(i))
+    }
+
     /// The bucket scope of key `i`: its configured account, else the
-    /// account the provider named, else the key itself.
+    /// account the provider named for it, else (a key that never answered,
+    /// while another key's answer named an account) that account, for now:
+    /// a new key may share a known project's budget until its own answer
+    /// says, so its first request never lands on a spent project. Else the
+    /// key itself.
     fn scope_of(&self, i: usize) -> String {
         let key = &self.keys[i];
         if let Some(account) = &key.account {
             return account.clone();
         }
         let discovered = self.discovered.lock().expect("discovered lock");
-        discovered
-            .get(&i)
-            .cloned()
-            .unwrap_or_else(|| key.id.clone())
+        if let Some(account) = discovered.get(&i) {
+            return account.clone();
+        }
+        let new = !self.answered.lock().expect("answered lock").contains(&i);
+        let provisional = discovered.values().min().filter(|_| new);
+        provisional.cloned().unwrap_or_else(|| key.id.clone())
     }
 
     /// Learns from an answer's `openai-organization` / `openai-project`
@@ -289,6 +341,13 @@ impl Keyring {
         let Some(i) = self.keys.iter().position(|k| k.id == key_id) else {
             return Ok(());
         };
+        self.answered.lock().expect("answered lock").insert(i);
+        {
+            let mut probing = self.probing.lock().expect("probing lock");
+            if probing.is_some_and(|(p, _)| p == i) {
+                *probing = None;
+            }
+        }
         if self.keys[i].account.is_some() {
             return Ok(());
         }
@@ -314,15 +373,23 @@ impl Keyring {
         cost: u32,
         want: u32,
     ) -> Result<Result<(usize, String, Vec<Duration>, Duration), NoSlot>, StoreError> {
+        if !self.keys.iter().any(|k| k.serves(model)) {
+            return Ok(Err(NoSlot::NoKeyServes));
+        }
+        let probe = self.probe_candidate(model);
         let serving: Vec<(usize, String)> = self
             .keys
             .iter()
             .enumerate()
-            .filter(|(_, k)| k.serves(model))
+            .filter(|(i, k)| k.serves(model) && (self.is_known(*i) || probe == Some(*i)))
             .map(|(i, _)| (i, bucket_id(&self.scope_of(i), model)))
             .collect();
+        // The new key first among equals, so it answers and shows its account.
+        let mut serving = serving;
+        serving.sort_by_key(|(i, _)| probe != Some(*i));
         if serving.is_empty() {
-            return Ok(Err(NoSlot::NoKeyServes));
+            // Every key is new and one's first request is out: wait for its answer.
+            return Ok(Err(NoSlot::Until(PROBE_WAIT)));
         }
         self.ensure(pool, model, &serving, false).await?;
         let candidates: Vec<(&str, &str)> = serving
@@ -330,11 +397,24 @@ impl Keyring {
             .map(|(i, b)| (self.keys[*i].id.as_str(), b.as_str()))
             .collect();
         let retest = self.due_retests(pool, &candidates).await?;
-        let reserve = || buckets::reserve(pool, &candidates, cost, want, BATCH_HORIZON, &retest);
+        let single: Vec<&str> = probe.iter().map(|&i| self.keys[i].id.as_str()).collect();
+        let reserve = || {
+            buckets::reserve(
+                pool,
+                &candidates,
+                cost,
+                want,
+                BATCH_HORIZON,
+                &retest,
+                &single,
+            )
+        };
         let mut found = reserve().await?;
-        if found.missing > 0 {
-            // Buckets deleted since we ensured them (`genq keys reset`): seed
-            // them again so the key stays in rotation.
+        let nothing = found.key_id.is_none() && found.earliest.is_none();
+        if found.missing > 0 || nothing {
+            // Rows deleted since we ensured them (`genq keys reset` drops
+            // learned buckets), or keys never registered: make them again so
+            // every key stays in rotation.
             self.ensure(pool, model, &serving, true).await?;
             if found.key_id.is_none() {
                 found = reserve().await?;
@@ -346,6 +426,9 @@ impl Keyring {
                     .into_iter()
                     .find(|(i, _)| self.keys[*i].id == id)
                     .expect("reserved one of ours");
+                if probe == Some(key) {
+                    *self.probing.lock().expect("probing lock") = Some((key, Instant::now()));
+                }
                 Ok((key, bucket, found.slots, found.interval.unwrap_or_default()))
             }
             (None, Some(at)) => Err(NoSlot::Until(at)),

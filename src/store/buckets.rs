@@ -130,7 +130,8 @@ pub struct Reservation {
 /// bucket has the most room, skipping disabled and cooling keys, keys
 /// blocked for the bucket's model, and cooling buckets. `candidates` are
 /// (key id, bucket id) pairs, in preference order for ties. Disabled keys
-/// named in `retest` are candidates too, for one slot: their re-test.
+/// named in `retest` are candidates too, for one slot: their re-test. Keys
+/// named in `single` get one slot at most.
 ///
 /// Several slots are granted only as far as the bucket allows within
 /// `horizon` of now, each at the moment GCRA would allow it, so one round
@@ -143,6 +144,7 @@ pub async fn reserve(
     want: u32,
     horizon: std::time::Duration,
     retest: &[&str],
+    single: &[&str],
 ) -> Result<Reservation, StoreError> {
     // The bucket's TAT is read in `avail` and must be unchanged when the
     // UPDATE takes the row lock (PostgreSQL re-checks the WHERE on the newest
@@ -182,7 +184,7 @@ pub async fn reserve(
               FROM usable u
         ), pick AS (
             SELECT key_id, bucket_id, tat, every, burst,
-                   least(CASE WHEN by_images OR retest THEN 1
+                   least(CASE WHEN by_images OR retest OR key_id = ANY($7) THEN 1
                               ELSE least($4::float8,
                                          1 + floor((extract(epoch FROM now() - greatest(tat, now()))::float8 + $5)
                                                    / every) + burst - 1)::int
@@ -233,6 +235,7 @@ pub async fn reserve(
                 .bind(want.max(1) as i32)
                 .bind(horizon.as_secs_f64())
                 .bind(retest)
+                .bind(single)
                 .fetch_one(pool)
                 .await?;
         if key_id.is_some() || !raced {

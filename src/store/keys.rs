@@ -256,15 +256,15 @@ pub async fn reset(pool: &PgPool, key_id: &str) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-/// The accounts the provider's answers showed for `key_ids` (keys with no
-/// configured account): (key id, account).
+/// For each of `key_ids`: the account the provider's answers showed (keys
+/// with no configured account), and whether the key was ever used.
 pub async fn discovered_accounts(
     pool: &PgPool,
     key_ids: &[&str],
-) -> Result<Vec<(String, String)>, StoreError> {
+) -> Result<Vec<(String, Option<String>, bool)>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT id, discovered_account FROM genq.api_keys
-          WHERE id = ANY($1) AND account IS NULL AND discovered_account IS NOT NULL",
+        "SELECT id, CASE WHEN account IS NULL THEN discovered_account END, last_used_at IS NOT NULL
+           FROM genq.api_keys WHERE id = ANY($1)",
     )
     .bind(key_ids)
     .fetch_all(pool)
