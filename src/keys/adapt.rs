@@ -16,8 +16,9 @@
 //! - nothing known above: each confirmed window multiplies the rate by
 //!   `1 + GROWTH` (a slow start) until the first 429;
 //! - a 429 at rate `r` makes `r` the ceiling and goes back to the floor when
-//!   the floor is below `r`; otherwise (the floor itself failed, or none is
-//!   known) it drops the floor and cuts to `DECREASE * r`;
+//!   the floor is below `r`; if the floor itself failed (a 429 at the hold)
+//!   it drops the floor and cuts to `FLOOR_DECREASE * r`; with no floor
+//!   known it cuts to `DECREASE * r`;
 //! - after a 429, the others that come back within the **cool-off** were
 //!   caused by the same overload (requests already in flight at the cut) and
 //!   cut nothing: one overload cuts once;
@@ -43,7 +44,11 @@
 //! limit over the first 3 minutes from a guess of 60/min; ≥ 95 % over
 //! minutes 3–10 with < 2 % of requests answered 429; ≥ 95 % from the first
 //! minute after a restart. The unit tests below simulate exactly that for
-//! limits of 40, 50 and 90 per minute and print what they measure.
+//! limits of 40, 50 and 90 per minute (6 workers, successes after 2–3 s,
+//! 429s after 0.2 s, a 1 s cooldown per 429) and measure, for 40/50/90:
+//! first 3 minutes 93.3/93.3/93.0 %; minutes 3–10 99.3/98.3/99.5 % with
+//! 0/0/0.16 % 429s; after a restart from the persisted state 97.5/98/100 %
+//! in the first minute. Restarting from the rate alone gives 95/94/92 %.
 //!
 //! - Going over a limit with no burst is expensive: at `r` a little above
 //!   `L` about every other request is refused, so the search must spend as
@@ -62,6 +67,11 @@
 //!   reaches a limit of 40 in 3 cuts, each costing one cool-off above the
 //!   limit; a deeper cut (0.7) needs one cut less but bisects from further
 //!   below, losing as much.
+//! - `FLOOR_DECREASE = 0.95`: a 429 at a rate confirmed many times is most
+//!   likely noise (a request reaching the provider a few ms late or early)
+//!   or a small change; 5 % below is re-confirmed and bisected back to
+//!   within 2 % in two windows. A limit that really fell far is still found:
+//!   the next 429 finds no floor and cuts by `DECREASE`.
 //! - Cool-off `max(COOL_OFF_INTERVALS = 2 intervals, COOL_OFF_MIN = 5 s)`:
 //!   429s come back in well under a second; 5 s also covers the key's own
 //!   cooldown after a 429 (1 s, growing) and a request reserved before the
@@ -84,6 +94,8 @@ use crate::provider::headers::RateLimitInfo;
 pub const MIN_RPM: f64 = 1.0;
 /// Factor applied on a 429 when no lower rate is known to work.
 pub const DECREASE: f64 = 0.85;
+/// Factor applied on a 429 at the confirmed floor itself.
+pub const FLOOR_DECREASE: f64 = 0.95;
 /// Growth per confirmed window while no ceiling is known (slow start).
 pub const GROWTH: f64 = 0.15;
 /// The search stops when `(ceiling - floor) / ceiling` is at most this.
@@ -187,12 +199,14 @@ impl Discovery {
         self.state.cuts = self.state.cuts.saturating_add(1);
         let next = match self.state.floor {
             Some(floor) if floor < failed => floor,
-            _ => {
-                // The floor itself failed (or none is known): the limit is
-                // lower than anything confirmed.
+            Some(_) => {
+                // The confirmed rate itself failed: the limit is just below
+                // it (a 429 by jitter, or the limit moved). Search again,
+                // from a little lower.
                 self.state.floor = None;
-                failed * DECREASE
+                failed * FLOOR_DECREASE
             }
+            None => failed * DECREASE,
         }
         .max(MIN_RPM);
         let cool = Duration::from_secs_f64(COOL_OFF_INTERVALS * 60.0 / next).max(COOL_OFF_MIN);
@@ -403,8 +417,8 @@ mod tests {
             ("XCCC", state(58.875, Some(57.75), Some(60.0))),
             ("XCCCC", state(58.875, Some(58.875), Some(60.0))),
             ("XCCCCCC", state(58.875, Some(58.875), Some(60.0))),
-            // The held floor fails: it is dropped, cut by DECREASE.
-            ("XCCCCX", state(58.875 * 0.85, None, Some(58.875))),
+            // The held floor fails: it is dropped, cut a little.
+            ("XCCCCX", state(58.875 * FLOOR_DECREASE, None, Some(58.875))),
         ];
         for (script, want) in cases {
             let mut d = Discovery::new(60.0);
@@ -499,5 +513,292 @@ mod tests {
             None
         );
         assert_eq!(learned_rate(&RateLimitInfo::default()), None);
+    }
+
+    /// A deterministic simulation: one key of a provider whose limit nobody
+    /// announced, and a worker pool sending at the rate [`Discovery`] says.
+    mod sim {
+        use super::*;
+
+        /// xorshift64*: deterministic latencies and jitter.
+        pub struct Rng(pub u64);
+
+        impl Rng {
+            /// Uniform in [0, 1).
+            pub fn next(&mut self) -> f64 {
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+            }
+        }
+
+        /// The provider's side of one key: GCRA, no burst, as `sim::limits`
+        /// (interval rounded up to the nanosecond), and its log.
+        pub struct Provider {
+            pub limit: f64,
+            interval: f64,
+            tat: f64,
+            /// (arrival, allowed)
+            pub log: Vec<(f64, bool)>,
+        }
+
+        impl Provider {
+            pub fn new(limit: u32) -> Self {
+                Provider {
+                    limit: f64::from(limit),
+                    interval: 60_000_000_000u64.div_ceil(u64::from(limit)) as f64 / 1e9,
+                    tat: 0.0,
+                    log: Vec::new(),
+                }
+            }
+
+            fn arrive(&mut self, t: f64) -> bool {
+                let ok = self.tat <= t;
+                if ok {
+                    self.tat = self.tat.max(t) + self.interval;
+                }
+                self.log.push((t, ok));
+                ok
+            }
+
+            /// Allowed requests in [from, to) as a share of the limit.
+            pub fn capacity(&self, from: f64, to: f64) -> f64 {
+                let ok = self.in_range(from, to).filter(|&&(_, ok)| ok).count();
+                ok as f64 / (self.limit * (to - from) / 60.0)
+            }
+
+            /// Share of the requests in [from, to) answered 429.
+            pub fn refused(&self, from: f64, to: f64) -> f64 {
+                let all = self.in_range(from, to).count();
+                let refused = self.in_range(from, to).filter(|&&(_, ok)| !ok).count();
+                refused as f64 / all.max(1) as f64
+            }
+
+            fn in_range(&self, from: f64, to: f64) -> impl Iterator<Item = &(f64, bool)> {
+                self.log.iter().filter(move |&&(t, _)| from <= t && t < to)
+            }
+        }
+
+        /// How genq's side behaves.
+        #[derive(Clone, Copy)]
+        pub struct Client {
+            /// Requests in flight at most (workers).
+            pub workers: usize,
+            /// Time to a success: this, plus up to `latency_spread`.
+            pub latency: f64,
+            pub latency_spread: f64,
+            /// Time to a 429 (refused at once).
+            pub refusal: f64,
+            /// Delay between reserving a slot and reaching the provider: up to this.
+            pub jitter: f64,
+            /// The key's cooldown after a 429 that named no wait.
+            pub cooldown: f64,
+        }
+
+        pub const CLIENT: Client = Client {
+            workers: 6,
+            latency: 2.0,
+            latency_spread: 1.0,
+            refusal: 0.2,
+            jitter: 0.0,
+            cooldown: 1.0,
+        };
+
+        /// Runs from `from` to `to` with a full queue: a free worker sends as
+        /// soon as the key's own bucket (GCRA at the discovered rate, no
+        /// burst) allows; each answer goes to `d`. `slot` is that bucket
+        /// (the next time a request may go), kept in Postgres across
+        /// restarts. In-flight requests at `to` are dropped (a restart).
+        pub fn run(
+            d: &mut Discovery,
+            p: &mut Provider,
+            c: Client,
+            rng: &mut Rng,
+            slot: &mut f64,
+            to: f64,
+        ) {
+            let mut in_flight: Vec<(f64, bool)> = Vec::new(); // (answer at, allowed)
+            loop {
+                let next = in_flight
+                    .iter()
+                    .enumerate()
+                    .min_by(|a, b| a.1.0.total_cmp(&b.1.0))
+                    .map(|(i, &(t, _))| (i, t));
+                let send = in_flight.len() < c.workers
+                    && *slot < to
+                    && next.is_none_or(|(_, t)| *slot <= t);
+                if send {
+                    let arrival = *slot + c.jitter * rng.next();
+                    let ok = p.arrive(arrival);
+                    let delay = if ok {
+                        c.latency + c.latency_spread * rng.next()
+                    } else {
+                        c.refusal
+                    };
+                    in_flight.push((arrival + delay, ok));
+                    *slot += 60.0 / d.rate();
+                    continue;
+                }
+                let Some((i, t)) = next.filter(|&(_, t)| t < to) else {
+                    return;
+                };
+                let (_, ok) = in_flight.swap_remove(i);
+                if ok {
+                    d.on_success(at(t));
+                } else {
+                    d.on_rate_limited(at(t));
+                    *slot = slot.max(t + c.cooldown);
+                }
+            }
+        }
+    }
+
+    /// What one key's simulation measured.
+    #[derive(Debug)]
+    struct Figures {
+        limit: u32,
+        first_3: f64,
+        from_3_to_10: f64,
+        refused_3_to_10: f64,
+        refused_0_to_10: f64,
+        after_restart_1: f64,
+        after_restart_10: f64,
+        restart_refused: f64,
+        rate_at_10: f64,
+    }
+
+    fn simulate(
+        limit: u32,
+        client: sim::Client,
+        restart: impl Fn(DiscoveryState) -> Discovery,
+    ) -> Figures {
+        let mut rng = sim::Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(limit));
+        let mut p = sim::Provider::new(limit);
+        let mut d = Discovery::new(60.0);
+        let mut slot = 0.0;
+        sim::run(&mut d, &mut p, client, &mut rng, &mut slot, 600.0);
+        let saved = serde_json::to_string(&d.state()).expect("serializes");
+        let rate_at_10 = d.rate();
+        // The worker restarts at once from what it persisted.
+        let mut d = restart(serde_json::from_str(&saved).expect("parses"));
+        sim::run(&mut d, &mut p, client, &mut rng, &mut slot, 1200.0);
+        Figures {
+            limit,
+            first_3: p.capacity(0.0, 180.0),
+            from_3_to_10: p.capacity(180.0, 600.0),
+            refused_3_to_10: p.refused(180.0, 600.0),
+            refused_0_to_10: p.refused(0.0, 600.0),
+            after_restart_1: p.capacity(600.0, 660.0),
+            after_restart_10: p.capacity(600.0, 1200.0),
+            restart_refused: p.refused(600.0, 1200.0),
+            rate_at_10,
+        }
+    }
+
+    /// The product's targets; `first_3` is relaxed for clients whose first
+    /// successes come late (the search cannot start before them).
+    fn meets_the_targets(f: &Figures, first_3: f64) {
+        eprintln!("{f:.4?}");
+        let limit = f.limit;
+        assert!(f.first_3 >= first_3, "L={limit}: first 3 minutes {f:?}");
+        assert!(f.from_3_to_10 >= 0.95, "L={limit}: minutes 3-10 {f:?}");
+        assert!(
+            f.refused_3_to_10 < 0.02,
+            "L={limit}: 429s in minutes 3-10 {f:?}"
+        );
+        // Finding the limit costs a few 429s, mostly in the first minute.
+        assert!(
+            f.refused_0_to_10 < 0.03,
+            "L={limit}: 429s in minutes 0-10 {f:?}"
+        );
+        let held = f.rate_at_10 / f64::from(limit);
+        assert!(
+            (0.95..1.0).contains(&held),
+            "L={limit}: held at {held} {f:?}"
+        );
+        assert!(
+            f.after_restart_1 >= 0.95,
+            "L={limit}: after a restart {f:?}"
+        );
+        assert!(
+            f.after_restart_10 >= 0.95,
+            "L={limit}: after a restart {f:?}"
+        );
+        assert!(
+            f.restart_refused < 0.02,
+            "L={limit}: 429s after a restart {f:?}"
+        );
+    }
+
+    #[test]
+    fn simulated_keys_find_their_unannounced_limits() {
+        for limit in [40, 50, 90] {
+            meets_the_targets(&simulate(limit, sim::CLIENT, Discovery::resume), 0.90);
+        }
+    }
+
+    #[test]
+    fn the_targets_hold_with_jitter_slow_answers_and_slow_429s() {
+        let variants = [
+            // 0-5 ms between reserving a slot and reaching the provider.
+            (
+                sim::Client {
+                    jitter: 0.005,
+                    ..sim::CLIENT
+                },
+                0.90,
+            ),
+            // 429s take 2 s to come back.
+            (
+                sim::Client {
+                    refusal: 2.0,
+                    ..sim::CLIENT
+                },
+                0.90,
+            ),
+            // Image-like latency: successes after 10-30 s, up to 40 in
+            // flight. Nothing can be confirmed before the first successes
+            // come back, which costs the first 3 minutes a few per cent.
+            (
+                sim::Client {
+                    workers: 40,
+                    latency: 10.0,
+                    latency_spread: 20.0,
+                    refusal: 0.5,
+                    ..sim::CLIENT
+                },
+                0.85,
+            ),
+            // 0-20 ms of jitter against a provider allowing no burst: at
+            // 90/min the interval is 667 ms, so ~3 % of it is noise.
+            (
+                sim::Client {
+                    jitter: 0.020,
+                    ..sim::CLIENT
+                },
+                0.85,
+            ),
+        ];
+        for (client, first_3) in variants {
+            for limit in [40, 50, 90] {
+                meets_the_targets(&simulate(limit, client, Discovery::resume), first_3);
+            }
+        }
+    }
+
+    #[test]
+    fn a_restart_from_the_rate_alone_starts_the_search_again() {
+        // What a caller gets that persists only the rate: a fresh search
+        // from it, slightly worse in the first minute, fine after.
+        for limit in [40, 50, 90] {
+            let f = simulate(limit, sim::CLIENT, |saved| Discovery::new(saved.rate));
+            eprintln!("rate only: {f:.4?}");
+            assert!(f.after_restart_1 >= 0.90, "{f:?}");
+            assert!(
+                f.after_restart_10 >= 0.95 && f.restart_refused < 0.02,
+                "{f:?}"
+            );
+        }
     }
 }
