@@ -264,40 +264,6 @@ impl Discovery {
     }
 }
 
-/// Factor applied on a 429 by [`Aimd`].
-pub const AIMD_DECREASE: f64 = 0.7;
-/// Successes in a row before [`Aimd`] raises the rate.
-pub const SUCCESSES_PER_STEP: u32 = 10;
-/// Increase per step of [`Aimd`], as a share of the rate (at least 1 per minute).
-pub const INCREASE: f64 = 0.05;
-
-/// Additive-increase / multiplicative-decrease state of one bucket (being
-/// replaced by [`Discovery`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Aimd {
-    successes: u32,
-}
-
-impl Aimd {
-    /// The rate to use after a 429 at `current` requests per minute.
-    pub fn on_rate_limited(&mut self, current: f64) -> f64 {
-        self.successes = 0;
-        (current * AIMD_DECREASE).max(MIN_RPM)
-    }
-
-    /// The rate to use after a success; rises every [`SUCCESSES_PER_STEP`]
-    /// successes, never above `ceiling` when the real limit is known.
-    pub fn on_success(&mut self, current: f64, ceiling: Option<f64>) -> f64 {
-        self.successes += 1;
-        if self.successes < SUCCESSES_PER_STEP {
-            return current;
-        }
-        self.successes = 0;
-        let next = current + (current * INCREASE).max(1.0);
-        ceiling.map_or(next, |c| next.min(c))
-    }
-}
-
 /// The requests-per-minute limit the provider announced, if any.
 pub fn learned_rate(info: &RateLimitInfo) -> Option<f64> {
     info.limit_requests.filter(|&l| l > 0).map(f64::from)
