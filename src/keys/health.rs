@@ -19,9 +19,9 @@ use reqwest::header::HeaderMap;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::adapt::{self, Aimd};
+use super::adapt::{self, Discovery};
 use crate::provider::headers;
 use crate::retry::Backoff;
 use crate::store::StoreError;
@@ -97,8 +97,8 @@ pub struct Cooled {
 pub struct KeyHealth {
     pool: PgPool,
     settings: HealthSettings,
-    /// Additive-increase state per bucket, for buckets with no configured limit.
-    aimd: Mutex<HashMap<String, Aimd>>,
+    /// Rate search per bucket, for buckets with no configured limit.
+    aimd: Mutex<HashMap<String, Discovery>>,
     /// Successful calls not yet written, per (key, bucket).
     successes: Mutex<HashMap<(String, String), i32>>,
     /// Held by the one task writing successes.
@@ -203,12 +203,14 @@ impl KeyHealth {
                 "backoff: the provider named no wait",
             ),
         };
-        let new_rpm = (source != "configured" && rpm > 0.0).then(|| {
-            let mut aimd = self.aimd.lock().expect("aimd lock");
-            aimd.entry(bucket.to_string())
-                .or_default()
-                .on_rate_limited(rpm)
-        });
+        let new_rpm = (source != "configured" && rpm > 0.0)
+            .then(|| {
+                let mut aimd = self.aimd.lock().expect("aimd lock");
+                aimd.entry(bucket.to_string())
+                    .or_insert_with(|| Discovery::new(rpm))
+                    .on_rate_limited(Instant::now())
+            })
+            .flatten();
         let reason = format!(
             "HTTP {}: rate limited; key {key_id} cools for {:.1}s ({said})",
             status.unwrap_or(429),
@@ -302,8 +304,11 @@ impl KeyHealth {
     async fn increase(&self, bucket: &str, rpm: f64, successes: i32) {
         let next = {
             let mut aimd = self.aimd.lock().expect("aimd lock");
-            let state = aimd.entry(bucket.to_string()).or_default();
-            (0..successes).fold(rpm, |rate, _| state.on_success(rate, None))
+            let state = aimd
+                .entry(bucket.to_string())
+                .or_insert_with(|| Discovery::new(rpm));
+            let now = Instant::now();
+            (0..successes).fold(rpm, |rate, _| state.on_success(now).unwrap_or(rate))
         };
         if next != rpm {
             note(buckets::set_rate(&self.pool, bucket, next, "adaptive").await);
