@@ -10,3 +10,7 @@ ALTER TABLE genq.key_buckets
     ADD CONSTRAINT key_buckets_daily_positive
         CHECK ((requests_per_day IS NULL OR requests_per_day > 0)
                AND (images_per_day IS NULL OR images_per_day > 0) AND day_secs > 0);
+
+-- What discovering an unannounced limit learned (keys::adapt::DiscoveryState),
+-- so a restarted worker resumes the search where it was, not from scratch.
+ALTER TABLE genq.key_buckets ADD COLUMN discovery jsonb;

@@ -98,7 +98,7 @@ pub struct KeyHealth {
     pool: PgPool,
     settings: HealthSettings,
     /// Rate search per bucket, for buckets with no configured limit.
-    aimd: Mutex<HashMap<String, Discovery>>,
+    discovery: Mutex<HashMap<String, Discovery>>,
     /// Successful calls not yet written, per (key, bucket).
     successes: Mutex<HashMap<(String, String), i32>>,
     /// Held by the one task writing successes.
@@ -110,7 +110,7 @@ impl KeyHealth {
         KeyHealth {
             pool,
             settings,
-            aimd: Mutex::new(HashMap::new()),
+            discovery: Mutex::new(HashMap::new()),
             successes: Mutex::new(HashMap::new()),
             booking: tokio::sync::Mutex::new(()),
         }
@@ -186,12 +186,12 @@ impl KeyHealth {
         wait: Option<Duration>,
         status: Option<u16>,
     ) -> Cooled {
-        let (streak, rpm, source) =
+        let (streak, rpm, source, saved) =
             match key_store::note_rate_limited(&self.pool, key_id, bucket).await {
                 Ok(found) => found,
                 Err(err) => {
                     tracing::warn!(error = %err, "recording a 429 failed");
-                    (1, 0.0, "configured".into())
+                    (1, 0.0, "configured".into(), None)
                 }
             };
         let (wait, said) = match wait {
@@ -203,14 +203,12 @@ impl KeyHealth {
                 "backoff: the provider named no wait",
             ),
         };
-        let new_rpm = (source != "configured" && rpm > 0.0)
-            .then(|| {
-                let mut aimd = self.aimd.lock().expect("aimd lock");
-                aimd.entry(bucket.to_string())
-                    .or_insert_with(|| Discovery::new(rpm))
-                    .on_rate_limited(Instant::now())
-            })
+        let new_rpm = (source == "adaptive" && rpm > 0.0)
+            .then(|| self.discover(bucket, rpm, saved, |d| d.on_rate_limited(Instant::now())))
             .flatten();
+        if let Some(state) = new_rpm.and_then(|_| self.discovery_state(bucket)) {
+            note(buckets::save_discovery(&self.pool, bucket, &state).await);
+        }
         let reason = format!(
             "HTTP {}: rate limited; key {key_id} cools for {:.1}s ({said})",
             status.unwrap_or(429),
@@ -276,11 +274,11 @@ impl KeyHealth {
                 }
                 match key_store::record_successes(&self.pool, &batch).await {
                     Ok(rates) => {
-                        for (bucket, rpm, source) in rates {
+                        for (bucket, rpm, source, saved) in rates {
                             let calls = batch.iter().filter(|s| s.bucket_id == bucket);
                             let calls: i32 = calls.map(|s| s.calls).sum();
                             if source == "adaptive" {
-                                self.increase(&bucket, rpm, calls).await;
+                                self.increase(&bucket, rpm, saved, calls).await;
                             }
                         }
                     }
@@ -300,19 +298,50 @@ impl KeyHealth {
         }
     }
 
-    /// After successes, an unconfigured and unlearned bucket creeps its rate up.
-    async fn increase(&self, bucket: &str, rpm: f64, successes: i32) {
-        let next = {
-            let mut aimd = self.aimd.lock().expect("aimd lock");
-            let state = aimd
-                .entry(bucket.to_string())
-                .or_insert_with(|| Discovery::new(rpm));
-            let now = Instant::now();
-            (0..successes).fold(rpm, |rate, _| state.on_success(now).unwrap_or(rate))
-        };
-        if next != rpm {
+    /// After successes, the search for an unannounced limit may move up.
+    async fn increase(
+        &self,
+        bucket: &str,
+        rpm: f64,
+        saved: Option<serde_json::Value>,
+        successes: i32,
+    ) {
+        let now = Instant::now();
+        let next = self.discover(bucket, rpm, saved, |d| {
+            (0..successes).fold(None, |changed, _| d.on_success(now).or(changed))
+        });
+        if let Some(next) = next.filter(|n| *n != rpm) {
             note(buckets::set_rate(&self.pool, bucket, next, "adaptive").await);
+            if let Some(state) = self.discovery_state(bucket) {
+                note(buckets::save_discovery(&self.pool, bucket, &state).await);
+            }
         }
+    }
+
+    /// Runs `step` on the bucket's discovery, resumed from what the
+    /// database saved (or started at `rpm`) the first time this process
+    /// sees the bucket.
+    fn discover<T>(
+        &self,
+        bucket: &str,
+        rpm: f64,
+        saved: Option<serde_json::Value>,
+        step: impl FnOnce(&mut Discovery) -> T,
+    ) -> T {
+        let mut all = self.discovery.lock().expect("discovery lock");
+        let discovery = all.entry(bucket.to_string()).or_insert_with(|| {
+            saved
+                .and_then(|v| serde_json::from_value::<adapt::DiscoveryState>(v).ok())
+                .map(Discovery::resume)
+                .unwrap_or_else(|| Discovery::new(rpm))
+        });
+        step(discovery)
+    }
+
+    fn discovery_state(&self, bucket: &str) -> Option<serde_json::Value> {
+        let all = self.discovery.lock().expect("discovery lock");
+        all.get(bucket)
+            .and_then(|d| serde_json::to_value(d.state()).ok())
     }
 }
 

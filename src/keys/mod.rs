@@ -8,7 +8,8 @@
 //! - [`health`]: [`KeyHealth::record`], the one entry point that records
 //!   what a provider's answer meant for the key that got it (cooldowns,
 //!   disabling, learned limits, success counts).
-//! - [`adapt`]: rates learned at run time (AIMD, provider headers), pure.
+//! - [`adapt`]: rates learned at run time: announced in headers, or searched
+//!   for from 429s alone (`Discovery`, persisted per bucket); pure.
 //!
 //! The SQL behind them lives in `store::keys` (`genq.api_keys`) and
 //! `store::buckets` (`genq.key_buckets`).

@@ -295,6 +295,11 @@ impl Keyring {
         self.keys[i].account.is_some() || self.answered.lock().expect("answered lock").contains(&i)
     }
 
+    /// Whether a key serving `model` has never answered.
+    fn has_new_key(&self, model: &str) -> bool {
+        (0..self.keys.len()).any(|i| self.keys[i].serves(model) && !self.is_known(i))
+    }
+
     /// The one never-used key serving `model` that may send its first
     /// request now: only one at a time, so two new keys of one project are
     /// never both sent to before an answer shows they share a budget.
@@ -432,6 +437,8 @@ impl Keyring {
                 Ok((key, bucket, found.slots, found.interval.unwrap_or_default()))
             }
             (None, Some(at)) => Err(NoSlot::Until(at)),
+            // A new key's first answer is still to come: look again soon.
+            (None, None) if self.has_new_key(model) => Err(NoSlot::Until(PROBE_WAIT)),
             (None, None) => Err(NoSlot::AllDisabled),
         })
     }

@@ -5,7 +5,8 @@
 //!   a job reaches [`Provider::execute`] with a slot already held for it.
 //! - 429 → the key and its bucket cool for the provider's wait (or a
 //!   backoff growing with consecutive 429s); the job goes back at once for
-//!   another key. An unconfigured bucket also lowers its rate (AIMD).
+//!   another key. A bucket whose limit nobody announced searches for it
+//!   (`keys::adapt`).
 //! - quota / 401 / 403 → key disabled, job back for another key.
 //! - content policy / invalid request → job failed, key unharmed.
 //! - 5xx / timeout / connection error → job retried with backoff; the key's

@@ -338,6 +338,20 @@ pub async fn set_rate(
     Ok(())
 }
 
+/// Saves what discovering an unannounced limit learned, for a restart.
+pub async fn save_discovery(
+    pool: &PgPool,
+    bucket_id: &str,
+    state: &serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE genq.key_buckets SET discovery = $2 WHERE id = $1")
+        .bind(bucket_id)
+        .bind(state)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Holds a bucket for `wait` from the database's `now()` without touching
 /// the key (the provider said the window has no requests left).
 pub async fn hold_bucket(

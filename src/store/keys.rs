@@ -46,7 +46,7 @@ pub struct Successes {
 pub async fn record_successes(
     pool: &PgPool,
     batch: &[Successes],
-) -> Result<Vec<(String, f64, String)>, StoreError> {
+) -> Result<Vec<(String, f64, String, Option<serde_json::Value>)>, StoreError> {
     let keys: Vec<&str> = batch.iter().map(|s| s.key_id.as_str()).collect();
     let buckets: Vec<&str> = batch.iter().map(|s| s.bucket_id.as_str()).collect();
     let calls: Vec<i32> = batch.iter().map(|s| s.calls).collect();
@@ -65,7 +65,7 @@ pub async fn record_successes(
                    disabled_at = CASE WHEN a.state = 'disabled' THEN NULL ELSE a.disabled_at END
               FROM (SELECT key_id, sum(calls) AS calls FROM input GROUP BY key_id) s
              WHERE a.id = s.key_id)
-         SELECT id, requests_per_minute, limit_source FROM genq.key_buckets
+         SELECT id, requests_per_minute, limit_source, discovery FROM genq.key_buckets
           WHERE id IN (SELECT bucket_id FROM input)",
     )
     .bind(&keys)
@@ -85,13 +85,13 @@ pub async fn record_used(pool: &PgPool, key_id: &str) -> Result<(), StoreError> 
 }
 
 /// Counts a 429 on a key; returns its consecutive 429s (including this one)
-/// and the bucket's current rate and limit source, for the caller's cooldown
-/// and rate decisions.
+/// and the bucket's current rate, limit source and discovery state, for the
+/// caller's cooldown and rate decisions.
 pub async fn note_rate_limited(
     pool: &PgPool,
     key_id: &str,
     bucket_id: &str,
-) -> Result<(i32, f64, String), StoreError> {
+) -> Result<(i32, f64, String, Option<serde_json::Value>), StoreError> {
     Ok(sqlx::query_as(
         "WITH k AS (
             UPDATE genq.api_keys
@@ -99,7 +99,7 @@ pub async fn note_rate_limited(
                    last_used_at = now(), updated_at = now()
              WHERE id = $1
             RETURNING consecutive_429)
-         SELECT (SELECT consecutive_429 FROM k), b.requests_per_minute, b.limit_source
+         SELECT (SELECT consecutive_429 FROM k), b.requests_per_minute, b.limit_source, b.discovery
            FROM genq.key_buckets b WHERE b.id = $2",
     )
     .bind(key_id)
