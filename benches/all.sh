@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every figure in BENCHMARKS.md, one after another (about 35 minutes: the
-# goodput runs are paced by the sim's rate limits, 3.5 minutes each).
+# Every figure in BENCHMARKS.md, one after another (about 60 minutes: the
+# goodput, backlog and discovery runs are paced by the sim's rate limits).
 #
 #   bash benches/all.sh            # everything
 #   bash benches/all.sh quick      # all but goodput (about 3 minutes)
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bench() { cargo bench --quiet --bench "$1" -- "${@:2}" 2>/dev/null | grep -E '^[a-z]+:'; }
+bench() { cargo bench --quiet --bench "$1" -- "${@:2}" 2>/dev/null | grep -E '^[a-z-]+:'; }
 
 cargo bench --no-run --quiet 2>&1 | grep -v '^ *Executable' || true
 echo "# genq benchmarks, $(date -u +%F), $(nproc) cores, $(uname -m)"
@@ -27,3 +27,5 @@ for mode in configured learned; do
   for p in 1 2 4; do bench goodput mode=$mode processes=$p; done
 done
 bench goodput mode=aimd
+bench backlog
+bench discovery

@@ -366,6 +366,7 @@ async fn configured_limits_mean_no_429s() {
         (0, 0),
         "{stats:?}"
     );
+    assert_eq!(rig.sim.windows_over_limit(), Default::default());
 }
 
 #[tokio::test]

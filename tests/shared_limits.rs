@@ -47,10 +47,16 @@ async fn keys_of_one_project_found_by_headers_share_its_budget() {
     .await;
     stop.cancel();
     worker.await.unwrap();
+    let arrivals: Vec<(u64, String, u16)> = rig
+        .sim
+        .log()
+        .iter()
+        .map(|r| (r.arrived_ns / 1_000_000, r.key_id.clone(), r.status))
+        .collect();
     assert_eq!(
         rig.sim.windows_over_limit(),
         Default::default(),
-        "a key or the project was sent more than its limit"
+        "a key or the project was sent more than its limit: {arrivals:?}"
     );
     assert_eq!(rig.sim.stats().total.rate_limited, 0);
     let listed = genq::store::keys::list(&rig.db.pool).await.unwrap();

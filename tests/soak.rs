@@ -123,6 +123,14 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
     );
     let log = sim.log();
     let slow_id = genq::sim::key_id(slow);
+    // Over every request received: the keys configured right were never
+    // sent too much, and the misconfigured one never inside a 429's wait.
+    let over = sim.windows_over_limit();
+    assert!(
+        over.keys().all(|k| *k == slow_id),
+        "a correctly configured key was sent more than its limit: {over:?}"
+    );
+    assert_eq!(sim.early_after_429(&slow_id), Vec::<Duration>::new());
     let limited: Vec<_> = log.iter().filter(|r| r.status == 429).collect();
     assert!(
         limited.iter().all(|r| r.key_id == slow_id),

@@ -346,27 +346,26 @@ impl Keyring {
         let Some(i) = self.keys.iter().position(|k| k.id == key_id) else {
             return Ok(());
         };
-        self.answered.lock().expect("answered lock").insert(i);
-        {
-            let mut probing = self.probing.lock().expect("probing lock");
-            if probing.is_some_and(|(p, _)| p == i) {
-                *probing = None;
+        let account = account_from_headers(headers).filter(|_| self.keys[i].account.is_none());
+        if let Some(account) = account {
+            let known = self.discovered.lock().expect("discovered lock").get(&i) == Some(&account);
+            if !known {
+                // Stored first: a bucket for the account seeds itself from
+                // its keys' own buckets (`buckets::ensure_buckets`).
+                key_store::discover_account(pool, key_id, &account).await?;
+                self.discovered
+                    .lock()
+                    .expect("discovered lock")
+                    .insert(i, account);
             }
         }
-        if self.keys[i].account.is_some() {
-            return Ok(());
+        // Only now is the key known and its probe over: the next new key
+        // already sees this account (see `scope_of`).
+        self.answered.lock().expect("answered lock").insert(i);
+        let mut probing = self.probing.lock().expect("probing lock");
+        if probing.is_some_and(|(p, _)| p == i) {
+            *probing = None;
         }
-        let Some(account) = account_from_headers(headers) else {
-            return Ok(());
-        };
-        if self.discovered.lock().expect("discovered lock").get(&i) == Some(&account) {
-            return Ok(());
-        }
-        key_store::discover_account(pool, key_id, &account).await?;
-        self.discovered
-            .lock()
-            .expect("discovered lock")
-            .insert(i, account);
         Ok(())
     }
 
