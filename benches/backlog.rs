@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use genq::sim::{Sim, SimConfig, SimKey};
 use support::{Scratch, WorkerProcess, arg};
-use tokio_util::sync::CancellationToken;
 
 fn main() {
     let jobs: i64 = arg("jobs", 100_000);
@@ -36,10 +35,7 @@ fn main() {
             keys: secrets.iter().map(|s| SimKey::new(s, rpm)).collect(),
             ..SimConfig::default()
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        tokio::spawn(sim.clone().serve(listener, stop.clone()));
+        let (base_url, stop) = support::serve_sim(&sim).await;
 
         let dir = std::env::temp_dir().join(format!("genq-backlog-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

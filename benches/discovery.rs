@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use genq::sim::{RequestRecord, Sim, SimConfig, SimKey};
 use support::{Scratch, WorkerProcess, arg};
-use tokio_util::sync::CancellationToken;
 
 fn main() {
     let limits: Vec<u32> = arg("limits", "40,50,90".to_string())
@@ -39,10 +38,7 @@ fn main() {
                 .collect(),
             ..SimConfig::default()
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        tokio::spawn(sim.clone().serve(listener, stop.clone()));
+        let (base_url, stop) = support::serve_sim(&sim).await;
         let keys: Vec<String> = secrets
             .iter()
             .enumerate()

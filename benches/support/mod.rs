@@ -157,6 +157,16 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// Serves `sim` on a free loopback port: its base URL (with `/v1`), and the
+/// token that stops it.
+pub async fn serve_sim(sim: &genq::sim::Sim) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(sim.clone().serve(listener, stop.clone()));
+    (base_url, stop)
+}
+
 /// `name=value` from the benchmark's arguments, else `default`.
 pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::args()

@@ -89,6 +89,21 @@ pub async fn insert_plain(
     Ok(done.rows_affected())
 }
 
+/// The claim's write, shared by [`claim`] and [`claim_model`]: the rows in
+/// `picked` become `running` under a lease; $3 is the worker, $4 the lease
+/// in seconds. Each claim counts an attempt.
+macro_rules! take_picked {
+    () => {
+        "UPDATE genq.jobs j
+            SET state = 'running', attempts = j.attempts + 1, locked_by = $3,
+                lease_expires_at = now() + make_interval(secs => $4),
+                started_at = now(), updated_at = now()
+           FROM picked
+          WHERE j.id = picked.id
+         RETURNING j.*"
+    };
+}
+
 /// Claims up to `limit` runnable jobs of `queues` for `worker`, in line
 /// order: highest priority first, then oldest `run_at`, then enqueue order.
 /// Each claim counts an attempt and takes a lease the worker must keep alive
@@ -103,21 +118,16 @@ pub async fn claim(
     limit: usize,
     lease: Duration,
 ) -> Result<Vec<Job>, StoreError> {
-    const CLAIM: &str = "
-        WITH picked AS (
+    const CLAIM: &str = concat!(
+        "WITH picked AS (
             SELECT id FROM genq.jobs
              WHERE state = 'queued' AND queue = $1 AND run_at <= now()
                AND (expires_at IS NULL OR expires_at > now())
              ORDER BY priority DESC, run_at, seq
              LIMIT $2
-             FOR UPDATE SKIP LOCKED)
-        UPDATE genq.jobs j
-           SET state = 'running', attempts = j.attempts + 1, locked_by = $3,
-               lease_expires_at = now() + make_interval(secs => $4),
-               started_at = now(), updated_at = now()
-          FROM picked
-         WHERE j.id = picked.id
-        RETURNING j.*";
+             FOR UPDATE SKIP LOCKED) ",
+        take_picked!()
+    );
     let mut jobs: Vec<Job> = Vec::with_capacity(limit);
     for queue in queues {
         if jobs.len() >= limit {
@@ -156,32 +166,27 @@ pub async fn claim_model(
     limit: usize,
     lease: Duration,
 ) -> Result<Vec<Job>, StoreError> {
-    const CLAIM: &str = "
-        WITH picked AS (
+    const CLAIM: &str = concat!(
+        "WITH picked AS (
             SELECT id FROM genq.jobs
-             WHERE state = 'queued' AND queue = $1 AND model = $2 AND run_at <= now()
+             WHERE state = 'queued' AND queue = $1 AND model = $5 AND run_at <= now()
                AND (expires_at IS NULL OR expires_at > now())
                AND ($6::text IS NULL OR (params ? 'fallback_models' AND params->'fallback_models' ? $6))
              ORDER BY priority DESC, run_at, seq
-             LIMIT $3
-             FOR UPDATE SKIP LOCKED)
-        UPDATE genq.jobs j
-           SET state = 'running', attempts = j.attempts + 1, locked_by = $4,
-               lease_expires_at = now() + make_interval(secs => $5),
-               started_at = now(), updated_at = now()
-          FROM picked
-         WHERE j.id = picked.id
-        RETURNING j.*";
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED) ",
+        take_picked!()
+    );
     let (model, fallback) = match serve {
         Serve::Model(model) => (model, None),
         Serve::Fallback { model, fallback } => (model, Some(fallback)),
     };
     let mut jobs: Vec<Job> = sqlx::query_as(CLAIM)
         .bind(queue)
-        .bind(model)
         .bind(limit as i64)
         .bind(worker)
         .bind(lease.as_secs_f64())
+        .bind(model)
         .bind(fallback)
         .fetch_all(pool)
         .await?;
