@@ -21,6 +21,7 @@ pub async fn list(pool: &PgPool, json: bool) -> Result<()> {
 pub fn table(rows: &[KeyStatus]) -> String {
     let headers = [
         "KEY",
+        "ACCOUNT",
         "STATE",
         "COOLDOWN",
         "OK",
@@ -33,16 +34,27 @@ pub fn table(rows: &[KeyStatus]) -> String {
     for k in rows {
         lines.push(vec![
             k.id.clone(),
+            match (&k.account, k.account_source.as_deref()) {
+                (Some(account), Some("provider headers")) => format!("{account} (from headers)"),
+                (Some(account), _) => account.clone(),
+                (None, _) => "-".into(),
+            },
             k.state.clone(),
             k.cooldown_remaining_secs
                 .map_or("-".into(), |s| format!("{s:.1}s")),
             k.ok_count.to_string(),
             k.rate_limited_count.to_string(),
             k.error_count.to_string(),
-            if k.limits.is_empty() {
+            if k.limits.is_empty() && k.blocked_models.is_empty() {
                 "-".into()
             } else {
-                k.limits.join(", ")
+                let blocked = k.blocked_models.iter().map(|b| format!("blocked {b}"));
+                k.limits
+                    .iter()
+                    .cloned()
+                    .chain(blocked)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
             super::table::clip(
                 &k.disabled_reason
