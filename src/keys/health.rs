@@ -99,6 +99,8 @@ pub struct KeyHealth {
     settings: HealthSettings,
     /// Rate search per bucket, for buckets with no configured limit.
     discovery: Mutex<HashMap<String, Discovery>>,
+    /// The successes of each bucket's keys (every replica's) last seen.
+    successes_total: Mutex<HashMap<String, i64>>,
     /// Successful calls not yet written, per (key, bucket).
     successes: Mutex<HashMap<(String, String), i32>>,
     /// Held by the one task writing successes.
@@ -112,6 +114,7 @@ impl KeyHealth {
             settings,
             discovery: Mutex::new(HashMap::new()),
             successes: Mutex::new(HashMap::new()),
+            successes_total: Mutex::new(HashMap::new()),
             booking: tokio::sync::Mutex::new(()),
         }
     }
@@ -274,11 +277,18 @@ impl KeyHealth {
                 }
                 match key_store::record_successes(&self.pool, &batch).await {
                     Ok(rates) => {
-                        for (bucket, rpm, source, saved) in rates {
+                        for (bucket, rpm, source, saved, ok_before) in rates {
                             let calls = batch.iter().filter(|s| s.bucket_id == bucket);
                             let calls: i32 = calls.map(|s| s.calls).sum();
                             if source == "adaptive" {
-                                self.increase(&bucket, rpm, saved, calls).await;
+                                // The search judges the bucket's whole load:
+                                // every replica's successes, not just ours.
+                                let seen = self.successes_seen(
+                                    &bucket,
+                                    ok_before + i64::from(calls),
+                                    calls,
+                                );
+                                self.increase(&bucket, rpm, saved, seen).await;
                             }
                         }
                     }
@@ -295,6 +305,17 @@ impl KeyHealth {
             if self.successes.lock().expect("successes lock").is_empty() {
                 return;
             }
+        }
+    }
+
+    /// How many successes on `bucket`, by any replica, since this process
+    /// last looked: `total` now, of which `ours` just booked.
+    fn successes_seen(&self, bucket: &str, total: i64, ours: i32) -> i32 {
+        let mut last = self.successes_total.lock().expect("totals lock");
+        let before = last.insert(bucket.to_string(), total);
+        match before {
+            Some(b) if total >= b => i32::try_from(total - b).unwrap_or(i32::MAX),
+            _ => ours, // first look, or counters were reset
         }
     }
 
@@ -320,7 +341,7 @@ impl KeyHealth {
 
     /// Runs `step` on the bucket's discovery, resumed from what the
     /// database saved (or started at `rpm`) the first time this process
-    /// sees the bucket.
+    /// sees the bucket, and again whenever another replica moved its rate.
     fn discover<T>(
         &self,
         bucket: &str,
@@ -328,13 +349,19 @@ impl KeyHealth {
         saved: Option<serde_json::Value>,
         step: impl FnOnce(&mut Discovery) -> T,
     ) -> T {
-        let mut all = self.discovery.lock().expect("discovery lock");
-        let discovery = all.entry(bucket.to_string()).or_insert_with(|| {
+        let stored = || {
             saved
+                .clone()
                 .and_then(|v| serde_json::from_value::<adapt::DiscoveryState>(v).ok())
                 .map(Discovery::resume)
                 .unwrap_or_else(|| Discovery::new(rpm))
-        });
+        };
+        let mut all = self.discovery.lock().expect("discovery lock");
+        let discovery = all.entry(bucket.to_string()).or_insert_with(stored);
+        if (discovery.rate() - rpm).abs() > 1e-6 {
+            // Another replica moved the bucket's rate: go on from its search.
+            *discovery = stored();
+        }
         step(discovery)
     }
 

@@ -32,6 +32,10 @@ pub async fn register(pool: &PgPool, keys: &[KeyRow<'_>]) -> Result<(), StoreErr
     Ok(())
 }
 
+/// A bucket after [`record_successes`]: id, rate, limit source, saved
+/// discovery state, and the successes of all its keys before the batch.
+pub type BucketAfterSuccesses = (String, f64, String, Option<serde_json::Value>, i64);
+
 /// Successful calls to count, per key, and the bucket each was reserved from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Successes {
@@ -46,7 +50,7 @@ pub struct Successes {
 pub async fn record_successes(
     pool: &PgPool,
     batch: &[Successes],
-) -> Result<Vec<(String, f64, String, Option<serde_json::Value>)>, StoreError> {
+) -> Result<Vec<BucketAfterSuccesses>, StoreError> {
     let keys: Vec<&str> = batch.iter().map(|s| s.key_id.as_str()).collect();
     let buckets: Vec<&str> = batch.iter().map(|s| s.bucket_id.as_str()).collect();
     let calls: Vec<i32> = batch.iter().map(|s| s.calls).collect();
@@ -65,8 +69,12 @@ pub async fn record_successes(
                    disabled_at = CASE WHEN a.state = 'disabled' THEN NULL ELSE a.disabled_at END
               FROM (SELECT key_id, sum(calls) AS calls FROM input GROUP BY key_id) s
              WHERE a.id = s.key_id)
-         SELECT id, requests_per_minute, limit_source, discovery FROM genq.key_buckets
-          WHERE id IN (SELECT bucket_id FROM input)",
+         SELECT b.id, b.requests_per_minute, b.limit_source, b.discovery,
+                -- successes on the bucket's keys so far, from every replica (before this batch)
+                (SELECT coalesce(sum(a.ok_count), 0)::int8 FROM genq.api_keys a
+                  WHERE coalesce(a.account, a.discovered_account, a.id) = b.scope) AS ok_before
+           FROM genq.key_buckets b
+          WHERE b.id IN (SELECT bucket_id FROM input)",
     )
     .bind(&keys)
     .bind(&buckets)
