@@ -260,6 +260,15 @@ impl ImagesProvider {
         let started_at = Utc::now();
         let key_id = slot.key.id.clone();
         self.health.record_dry_run(&key_id, &slot.bucket).await;
+        // As if it answered: a dry-run key is never a new key's probe in flight.
+        let no_headers = reqwest::header::HeaderMap::new();
+        if let Err(err) = self
+            .keyring
+            .learn_account(&self.pool, &key_id, &no_headers)
+            .await
+        {
+            tracing::warn!(error = %err, "recording the key's answer failed");
+        }
         crate::metrics::provider_request(&key_id, model, "succeeded");
         Execution {
             outcome: Outcome::Succeeded {
