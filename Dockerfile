@@ -1,5 +1,5 @@
 # Build stage: the release binary.
-FROM rust:1.88-bookworm AS build
+FROM rust:1.94-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src

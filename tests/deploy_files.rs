@@ -143,3 +143,66 @@ fn dockerfile_is_multi_stage_and_builds_the_binary() {
         "the image's Rust ({rust}) matches rust-version {msrv}"
     );
 }
+
+/// `major.minor[.patch]` as numbers, for comparing Rust versions.
+fn version(text: &str) -> Vec<u64> {
+    let mut parts: Vec<u64> = text.split('.').map(|p| p.parse().unwrap()).collect();
+    parts.resize(3, 0);
+    parts
+}
+
+/// The Rust that `Cargo.toml`, the Dockerfile and the README promise is the
+/// one the locked dependencies need: the highest `rust_version` in
+/// `cargo metadata`. A dependency update that raises it fails here.
+#[test]
+fn the_promised_rust_is_what_the_locked_dependencies_need() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (needed, by) = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((version(p["rust_version"].as_str()?), p["name"].as_str()?)))
+        .filter(|(_, name)| *name != "genq")
+        .max()
+        .expect("some dependency states its rust_version");
+    let declared = version(env!("CARGO_PKG_RUST_VERSION"));
+    let short = |v: &[u64]| format!("{}.{}", v[0], v[1]);
+    assert_eq!(
+        short(&declared),
+        short(&needed),
+        "Cargo.toml's rust-version must be what {by} needs"
+    );
+    let msrv = short(&needed);
+    assert!(
+        read("Dockerfile").contains(&format!("FROM rust:{msrv}-")),
+        "the Dockerfile builds with Rust {msrv}"
+    );
+    assert!(
+        read("README.md").contains(&format!("Rust ({msrv}+)")),
+        "the README says Rust {msrv}+"
+    );
+}
+
+/// genq's own reqwest names its TLS backend instead of borrowing async-openai's.
+#[test]
+fn reqwest_names_its_tls_backend() {
+    let manifest = read("Cargo.toml");
+    let line = manifest
+        .lines()
+        .find(|l| l.starts_with("reqwest"))
+        .expect("reqwest is a dependency");
+    assert!(
+        line.contains("\"rustls\""),
+        "reqwest must name rustls: {line}"
+    );
+}
