@@ -241,6 +241,7 @@ struct SubmitArgs {
 
 fn main() -> Result<()> {
     let _ = dotenvy::dotenv();
+    forget_empty_settings();
     let cli = Cli::parse();
     match cli.command {
         // The demo draws its own progress; only warnings go to the log.
@@ -261,6 +262,27 @@ fn main() -> Result<()> {
             Command::Jobs(command) => commands::jobs::run(command).await,
         }
     })
+}
+
+/// A setting that is set but empty (`GENQ_METRICS_LISTEN=` in `.env.example`
+/// or `${GENQ_KEYS_FILE:-}` in compose) means "not set", as a user copying
+/// those files expects, not "parse the empty string".
+fn forget_empty_settings() {
+    let empty: Vec<_> = std::env::vars_os()
+        .filter(|(_, value)| value.is_empty())
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let name = name.to_string_lossy();
+            ["GENQ_", "OPENAI_", "DATABASE_URL", "RUST_LOG"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        })
+        .collect();
+    for name in empty {
+        // SAFETY: called first thing in `main`, before the runtime or any
+        // other thread exists, so nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
 }
 
 async fn migrate(db: &DbArgs) -> Result<()> {

@@ -271,9 +271,10 @@ pub fn from_env() -> Result<Vec<ApiKey>, KeysError> {
     if let Ok(one) = std::env::var("OPENAI_API_KEY") {
         env_keys.extend(parse_env_keys(&one)?);
     }
+    // Set but empty (as `.env.example` and the compose file leave it) means no file.
     let file_keys = match std::env::var_os("GENQ_KEYS_FILE") {
-        Some(path) => load_file(Path::new(&path))?,
-        None => Vec::new(),
+        Some(path) if !path.is_empty() => load_file(Path::new(&path))?,
+        _ => Vec::new(),
     };
     merge(env_keys, file_keys)
 }
