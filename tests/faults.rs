@@ -35,6 +35,8 @@ fn worker_process(db: &TestDb, extra: &[&str]) -> Proc {
             .args(extra)
             .env("DATABASE_URL", &db.url)
             .env("RUST_LOG", "error")
+            // Not the checkout: a developer's `.env` there must not reach the worker.
+            .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())
             .spawn()
             .unwrap(),

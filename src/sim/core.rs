@@ -375,6 +375,8 @@ impl Core {
         let failure = if !self.marker.is_empty() && req.prompt.to_lowercase().contains(&self.marker)
         {
             Some(ApiError::content_policy())
+        } else if req.faults.unprintable {
+            Some(ApiError::unprintable_server_error())
         } else if let Some(status) = req.faults.status {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             Some(ApiError::server_error(status))

@@ -163,6 +163,15 @@ impl ApiError {
         }
     }
 
+    /// A 500 whose message carries NUL and terminal escapes (`[sim:500nul]`).
+    pub fn unprintable_server_error() -> Self {
+        Self {
+            message: "The server had an error\u{0} while processing\u{1b}[2J your request.\u{0}"
+                .to_string(),
+            ..Self::server_error(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+
     /// The JSON body.
     pub fn body(&self) -> Value {
         json!({"error": {

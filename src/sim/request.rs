@@ -75,6 +75,9 @@ pub struct Faults {
     pub sleep: Duration,
     /// `[sim:500x2]`: the first 2 requests with this exact prompt get a 500, later ones pass.
     pub fail_first: Option<(u16, u32)>,
+    /// `[sim:500nul]`: a 500 whose message holds `\u0000` and control
+    /// characters, as a misbehaving proxy or provider might send.
+    pub unprintable: bool,
 }
 
 /// Parses the body; a body that is not a JSON object is reported as OpenAI would.
@@ -193,7 +196,8 @@ pub fn parse_size(size: &str) -> Option<(u32, u32)> {
     (ok(w) && ok(h)).then_some((w, h))
 }
 
-/// Reads `[sim:500]`, `[sim:503]` and `[sim:sleep=MS]` out of a prompt.
+/// Reads `[sim:500]`, `[sim:503]`, `[sim:500nul]`, `[sim:500xN]` and
+/// `[sim:sleep=MS]` out of a prompt.
 pub fn faults(prompt: &str) -> Faults {
     let mut found = Faults::default();
     for piece in prompt.split("[sim:").skip(1) {
@@ -203,6 +207,10 @@ pub fn faults(prompt: &str) -> Faults {
         match directive {
             "500" => found.status = Some(500),
             "503" => found.status = Some(503),
+            "500nul" => {
+                found.status = Some(500);
+                found.unprintable = true;
+            }
             d if d.contains('x') => {
                 let parsed = d.split_once('x').and_then(|(status, times)| {
                     let status: u16 = status.parse().ok().filter(|s| (500..600).contains(s))?;
@@ -291,6 +299,8 @@ mod tests {
         assert_eq!(faults("plain"), Faults::default());
         assert_eq!(faults("a [sim:500] b").status, Some(500));
         assert_eq!(faults("[sim:503]").status, Some(503));
+        let nul = faults("[sim:500nul]");
+        assert_eq!((nul.status, nul.unprintable), (Some(500), true));
         assert_eq!(faults("x [sim:500x2]").fail_first, Some((500, 2)));
         assert_eq!(faults("[sim:200x2] [sim:500xz]").fail_first, None);
         let both = faults("x [sim:sleep=250] y [sim:500]");

@@ -10,7 +10,7 @@ use sqlx::{PgExecutor, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{StoreError, storable};
 use crate::job::{Attempt, Job, JobState, NewJob};
 
 /// What [`enqueue`] did.
@@ -283,14 +283,31 @@ pub async fn expire(pool: &PgPool, limit: i64) -> Result<u64, StoreError> {
     Ok(done.rows_affected())
 }
 
-/// Extends the lease of every job `worker` holds. Returns how many it holds.
-pub async fn heartbeat(pool: &PgPool, worker: &str, lease: Duration) -> Result<u64, StoreError> {
+/// Extends the leases of the jobs `worker` holds: `ids` at `attempts`, the
+/// ones the worker still tracks. A row that carries the worker's id but is
+/// not listed (a claim whose reply was lost, a completion that could not be
+/// written) is left to lapse, so the reaper returns it to the queue.
+/// Returns how many leases were renewed.
+pub async fn heartbeat(
+    pool: &PgPool,
+    worker: &str,
+    ids: &[Uuid],
+    attempts: &[i32],
+    lease: Duration,
+) -> Result<u64, StoreError> {
     const HEARTBEAT: &str = "
-        UPDATE genq.jobs SET lease_expires_at = now() + make_interval(secs => $2)
-         WHERE state = 'running' AND locked_by = $1";
+        UPDATE genq.jobs j SET lease_expires_at = now() + make_interval(secs => $2)
+          FROM unnest($3::uuid[], $4::int[]) AS h(id, attempt)
+         WHERE j.id = h.id AND j.attempts = h.attempt
+           AND j.state = 'running' AND j.locked_by = $1";
+    if ids.is_empty() {
+        return Ok(0);
+    }
     let done = sqlx::query(HEARTBEAT)
         .bind(worker)
         .bind(lease.as_secs_f64())
+        .bind(ids)
+        .bind(attempts)
         .execute(pool)
         .await?;
     Ok(done.rows_affected())
@@ -410,12 +427,16 @@ pub async fn complete(
         attempts.push(c.attempt);
         states.push(c.finish.state());
         refunds.push(c.refund);
+        // Outside text (provider messages, revised prompts) goes in clean:
+        // one NUL would fail the statement, and the whole batch with it.
         let (result, error, delay) = match &c.finish {
-            Finish::Succeeded { result } => (Some(result.clone()), None, None),
-            Finish::Failed { error } => (None, Some(error.clone()), None),
-            Finish::Requeue { error, delay } => {
-                (None, Some(error.clone()), delay.map(|d| d.as_secs_f64()))
-            }
+            Finish::Succeeded { result } => (Some(storable::json(result.clone())), None, None),
+            Finish::Failed { error } => (None, Some(storable::message(error)), None),
+            Finish::Requeue { error, delay } => (
+                None,
+                Some(storable::message(error)),
+                delay.map(|d| d.as_secs_f64()),
+            ),
         };
         results.push(result);
         errors.push(error);
@@ -424,7 +445,7 @@ pub async fn complete(
         call_outcomes.push(call.map(|c| c.outcome));
         key_ids.push(call.and_then(|c| c.key_id.clone()));
         statuses.push(call.and_then(|c| c.http_status));
-        call_errors.push(call.and_then(|c| c.error.clone()));
+        call_errors.push(call.and_then(|c| c.error.as_deref().map(storable::message)));
         waits.push(call.and_then(|c| c.retry_after_ms));
         call_starts.push(call.map(|c| c.started_at));
     }

@@ -153,7 +153,7 @@ pub async fn cool_down(
     .bind(key_id)
     .bind(bucket_id)
     .bind(wait.as_secs_f64())
-    .bind(reason)
+    .bind(super::storable::message(reason))
     .bind(new_rpm)
     .fetch_one(pool)
     .await?;
@@ -180,7 +180,7 @@ pub async fn record_failure(
          RETURNING consecutive_failures",
     )
     .bind(key_id)
-    .bind(error)
+    .bind(super::storable::message(error))
     .bind(threshold)
     .bind(open_for)
     .fetch_one(pool)
@@ -196,7 +196,7 @@ pub async fn disable(pool: &PgPool, key_id: &str, reason: &str) -> Result<bool, 
           WHERE id = $1",
     )
     .bind(key_id)
-    .bind(reason)
+    .bind(super::storable::message(reason))
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -334,7 +334,7 @@ pub async fn block_model(
     )
     .bind(key_id)
     .bind(model)
-    .bind(reason)
+    .bind(super::storable::message(reason))
     .execute(pool)
     .await?;
     Ok(())

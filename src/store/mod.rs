@@ -5,12 +5,14 @@
 //! - [`keys`]: API key health, cooldowns, enable/disable/reset, listing.
 //! - [`buckets`]: the shared GCRA buckets per (account or key, model).
 //! - [`migrate`]: the embedded migrations.
+//! - [`storable`]: outside text and JSON made storable (no NUL, bounded).
 
 pub mod buckets;
 pub mod inspect;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;
+pub mod storable;
 
 /// Answers if the database does (`SELECT 1`).
 pub async fn ping(pool: &sqlx::PgPool) -> Result<(), StoreError> {
@@ -39,5 +41,52 @@ impl StoreError {
             return StoreError::Invalid(db.message().to_string());
         }
         StoreError::Db(err)
+    }
+
+    /// Whether trying the same statement again may succeed: the database was
+    /// unreachable, restarting, short of resources or in a conflict. False
+    /// when the server refused the statement's data, which fails the same
+    /// way every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Invalid(_) => false,
+            StoreError::Db(sqlx::Error::Database(db)) => {
+                db.code().is_none_or(|code| transient_sqlstate(&code))
+            }
+            StoreError::Db(_) => true,
+        }
+    }
+}
+
+/// SQLSTATE classes that say "not now" rather than "not this": connection
+/// (08), transaction rollback (40), resources (53), lock not available
+/// (55), operator intervention such as a restart (57), system (58),
+/// internal (XX).
+fn transient_sqlstate(code: &str) -> bool {
+    matches!(
+        code.get(..2),
+        Some("08" | "40" | "53" | "55" | "57" | "58" | "XX")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sqlstates_that_may_pass_on_a_retry() {
+        let cases = [
+            ("57P01", true),  // admin_shutdown: a restart
+            ("57P03", true),  // cannot_connect_now
+            ("08006", true),  // connection_failure
+            ("40001", true),  // serialization_failure
+            ("40P01", true),  // deadlock_detected
+            ("53300", true),  // too_many_connections
+            ("22021", false), // character_not_in_repertoire (a NUL)
+            ("22P05", false), // untranslatable_character (\u0000 in jsonb)
+            ("23514", false), // check_violation
+            ("42P01", false), // undefined_table
+        ];
+        for (code, want) in cases {
+            assert_eq!(super::transient_sqlstate(code), want, "{code}");
+        }
     }
 }

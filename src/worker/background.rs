@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerConfig;
+use super::held::Held;
 use crate::store::jobs;
 
 /// The channel the jobs trigger notifies.
@@ -78,11 +79,19 @@ pub(super) async fn listen(
     }
 }
 
-/// Renews the leases of every job this worker holds, three times per lease.
-pub(super) async fn heartbeat(pool: PgPool, cfg: Arc<WorkerConfig>, stop: CancellationToken) {
+/// Renews the leases of the jobs this worker holds, three times per lease.
+/// Only what [`Held`] tracks is renewed: a row the worker no longer tracks
+/// lapses and goes back to the queue within one lease.
+pub(super) async fn heartbeat(
+    pool: PgPool,
+    cfg: Arc<WorkerConfig>,
+    held: Arc<Held>,
+    stop: CancellationToken,
+) {
     let every = cfg.lease / 3;
     while !sleep_or_stop(&stop, every).await {
-        if let Err(err) = jobs::heartbeat(&pool, &cfg.id, cfg.lease).await {
+        let (ids, attempts) = held.snapshot();
+        if let Err(err) = jobs::heartbeat(&pool, &cfg.id, &ids, &attempts, cfg.lease).await {
             tracing::warn!(error = %err, "heartbeat failed; leases expire if this persists");
         }
     }

@@ -16,6 +16,7 @@
 
 mod background;
 mod completer;
+mod held;
 mod producer;
 mod settle;
 mod wake;
@@ -26,7 +27,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -35,6 +36,7 @@ use crate::job::Job;
 use crate::provider::{Execution, Outcome, Provider};
 use crate::retry::Backoff;
 use crate::store::jobs::{self, Completion, Finish};
+use held::Hold;
 
 /// How a worker runs. [`WorkerConfig::default`] suits production.
 #[derive(Debug, Clone)]
@@ -151,6 +153,7 @@ impl<P: Provider> Worker<P> {
         let slot_freed = Arc::new(Notify::new());
         let next_due = Arc::new(wake::NextDue::default());
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        let held = Arc::new(held::Held::default());
         let keys_changed = Arc::new(AtomicBool::new(false));
         let mut producer = producer::Producer::new(
             pool.clone(),
@@ -172,6 +175,7 @@ impl<P: Provider> Worker<P> {
         background.spawn(background::heartbeat(
             pool.clone(),
             cfg.clone(),
+            held.clone(),
             background_stop.clone(),
         ));
         background.spawn(background::reap(
@@ -212,15 +216,16 @@ impl<P: Provider> Worker<P> {
                         }
                         report.claimed += round.jobs.len() as u64;
                         for job in round.jobs {
-                            let permit = slots
+                            let slot = slots
                                 .clone()
                                 .try_acquire_owned()
                                 .expect("claimed only free slots");
+                            let hold = held.hold(job.id, job.attempts, slot);
                             tasks.spawn(execute(
                                 provider.clone(),
                                 cfg.backoff,
                                 job,
-                                permit,
+                                hold,
                                 done_tx.clone(),
                             ));
                         }
@@ -290,14 +295,15 @@ async fn release_with_retry(pool: &PgPool, worker: &str) -> u64 {
     0
 }
 
-/// Runs one job and hands its completion to the completer. The slot permit
-/// travels with the completion so the slot frees only once it is written.
+/// Runs one job and hands its completion to the completer. The hold
+/// travels with the completion: the lease is renewed, and the slot taken,
+/// until the completion is written or given up.
 async fn execute<P: Provider>(
     provider: Arc<P>,
     backoff: Backoff,
     job: Job,
-    permit: OwnedSemaphorePermit,
-    done: mpsc::UnboundedSender<(Completion, OwnedSemaphorePermit)>,
+    hold: Hold,
+    done: mpsc::UnboundedSender<(Completion, Hold)>,
 ) {
     let span =
         tracing::info_span!("job", job_id = %job.id, model = %job.model, attempt = job.attempts);
@@ -305,7 +311,7 @@ async fn execute<P: Provider>(
         .instrument(span)
         .await;
     // The completer only stops after every sender is gone, so this cannot fail.
-    let _ = done.send((completion, permit));
+    let _ = done.send((completion, hold));
 }
 
 async fn run_one<P: Provider>(provider: &P, job: &Job, backoff: Backoff) -> Completion {
