@@ -1,16 +1,60 @@
 //! Connecting to Postgres: one pool per process, sized for the worker's
 //! concurrency, and the private cluster when no `DATABASE_URL` is given.
+//!
+//! The first connection is made by hand, with a short timeout: a pool
+//! retries refused connections until its acquire timeout and then says only
+//! "pool timed out". Made directly, a failure says where genq tried and why.
 
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::time::Duration;
 
-/// Opens a pool of at most `max` connections to `url`.
-pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
+/// How long the first connection may take before genq says why it failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why no pool could be opened. Names the server, never the password.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("DATABASE_URL is not a PostgreSQL URL: {0}")]
+    BadUrl(String),
+    #[error("cannot reach PostgreSQL at {target}: {cause}")]
+    Unreachable { target: String, cause: String },
+}
+
+/// Opens a pool of at most `max` connections to `url`, after one direct
+/// connection that fails within [`CONNECT_TIMEOUT`] with its cause.
+pub async fn connect(url: &str, max: u32) -> Result<PgPool, ConnectError> {
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e: sqlx::Error| ConnectError::BadUrl(crate::cause::chain(&e)))?;
+    let at = target(&options);
+    let unreachable = |cause: String| ConnectError::Unreachable {
+        target: at.clone(),
+        cause,
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+        Ok(Ok(first)) => {
+            let _ = first.close().await;
+        }
+        Ok(Err(e)) => return Err(unreachable(crate::cause::chain(&e))),
+        Err(_) => {
+            return Err(unreachable(format!(
+                "no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+    }
     PgPoolOptions::new()
         .max_connections(max)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await
+        .map_err(|e| unreachable(crate::cause::chain(&e)))
+}
+
+/// `host:port/database` (or the socket directory), as genq tried it.
+fn target(options: &PgConnectOptions) -> String {
+    let database = options.get_database().unwrap_or("(default database)");
+    format!("{}:{}/{database}", options.get_host(), options.get_port())
 }

@@ -18,8 +18,10 @@
 //! - [`cli`]: tables for the command line and the demo.
 //! - [`duration`]: `30s`/`15m`/`1h`/`7d` durations for `--since` and `?since=`.
 //! - [`db`], [`telemetry`]: connection pool and logging set-up.
+//! - [`cause`]: an error told with its causes, for `last_error` and the CLI.
 
 pub mod api;
+pub mod cause;
 pub mod cli;
 pub mod db;
 pub mod demo;

@@ -61,6 +61,8 @@ tokio::task_local! {
 #[derive(Clone)]
 pub struct ImagesClient {
     base_url: String,
+    /// `host:port` of `base_url`, to say where a connection failed.
+    endpoint: Arc<str>,
     http: reqwest::Client,
 }
 
@@ -74,6 +76,7 @@ impl ImagesClient {
             .expect("a reqwest client with timeouts");
         ImagesClient {
             base_url: base_url.trim_end_matches('/').to_string(),
+            endpoint: endpoint(base_url).into(),
             http,
         }
     }
@@ -110,6 +113,7 @@ impl ImagesClient {
             .with_api_key(secret.expose());
         let client = Client::with_config(config).with_http_service(OneShot {
             http: self.http.clone(),
+            endpoint: self.endpoint.clone(),
         });
         let seen = Arc::new(Mutex::new(Seen::default()));
         let outcome = SEEN
@@ -167,6 +171,7 @@ fn build_request(
 #[derive(Clone)]
 struct OneShot {
     http: reqwest::Client,
+    endpoint: Arc<str>,
 }
 
 impl tower::Service<HttpRequestFactory> for OneShot {
@@ -184,6 +189,7 @@ impl tower::Service<HttpRequestFactory> for OneShot {
 
     fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
         let http = self.http.clone();
+        let endpoint = self.endpoint.clone();
         let seen = SEEN.try_with(Arc::clone).ok();
         Box::pin(async move {
             let record = |f: &mut dyn FnMut(&mut Seen)| {
@@ -195,7 +201,7 @@ impl tower::Service<HttpRequestFactory> for OneShot {
             let response = match http.execute(request).await {
                 Ok(r) => r,
                 Err(e) => {
-                    let (failure, err) = transport_failure(e);
+                    let (failure, err) = transport_failure(e, &endpoint);
                     record(&mut |s| s.transport = Some(failure.clone()));
                     return Err(err);
                 }
@@ -213,7 +219,7 @@ impl tower::Service<HttpRequestFactory> for OneShot {
             let body = match response.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
-                    let (failure, err) = transport_failure(e);
+                    let (failure, err) = transport_failure(e, &endpoint);
                     record(&mut |s| s.transport = Some(failure.clone()));
                     return Err(err);
                 }
@@ -231,11 +237,12 @@ impl tower::Service<HttpRequestFactory> for OneShot {
     }
 }
 
-/// A transport error as genq classifies it, and as async-openai carries it
-/// (without the URL, which is harmless but noisy).
-fn transport_failure(e: reqwest::Error) -> (CallFailure, OpenAIError) {
+/// A transport error as genq classifies it, with its root cause (a refused
+/// connection, an untrusted certificate) and where it happened, and as
+/// async-openai carries it (without the URL, which is harmless but noisy).
+fn transport_failure(e: reqwest::Error, endpoint: &str) -> (CallFailure, OpenAIError) {
     let e = e.without_url();
-    let text = e.to_string();
+    let text = format!("{} ({endpoint})", crate::cause::chain(&e));
     let failure = if e.is_timeout() {
         CallFailure::Timeout(text)
     } else if e.is_connect() {
@@ -244,4 +251,31 @@ fn transport_failure(e: reqwest::Error) -> (CallFailure, OpenAIError) {
         CallFailure::Other(text)
     };
     (failure, OpenAIError::Reqwest(e))
+}
+
+/// `host:port` of a base URL (the port the scheme implies if none is given).
+fn endpoint(base_url: &str) -> String {
+    match reqwest::Url::parse(base_url) {
+        Ok(url) => format!(
+            "{}:{}",
+            url.host_str().unwrap_or("?"),
+            url.port_or_known_default().unwrap_or(0)
+        ),
+        Err(_) => "an unparsable base URL".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_endpoint_is_host_and_port() {
+        let cases = [
+            ("https://api.openai.com/v1", "api.openai.com:443"),
+            ("http://127.0.0.1:8089/v1", "127.0.0.1:8089"),
+            ("http://user:pw@proxy.example/v1", "proxy.example:80"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(super::endpoint(url), want);
+        }
+    }
 }
