@@ -25,6 +25,8 @@ bench throughput concurrency=64 batch=64
 # Pickup, memory, claim plan
 bench pickup
 bench memory
+bench memory provider=sim jobs=32
+bench memory provider=sim jobs=32 image_mib=100000
 bench plan
 [ "${1:-}" = quick ] && exit 0
 # Paced by rate limits (the sim allows no burst)

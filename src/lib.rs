@@ -10,7 +10,7 @@
 //! - [`secret`]: secrets that never print.
 //! - [`sim`]: `genq sim`, the OpenAI-compatible simulated Images API for tests and the demo.
 //! - [`metrics`]: Prometheus counters, histograms and database gauges.
-//! - [`output`]: generated images written under `GENQ_OUTPUT_DIR/<job id>/`.
+//! - [`output`]: generated images written under `GENQ_OUTPUT_DIR/<job id>/<attempt>/`.
 //! - [`demo`]: `genq demo`, everything end to end on one machine.
 //! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
 //! - [`submit`]: the library entry point for producers.
@@ -18,9 +18,11 @@
 //! - [`cli`]: tables for the command line and the demo.
 //! - [`duration`]: `30s`/`15m`/`1h`/`7d` durations for `--since` and `?since=`.
 //! - [`db`], [`telemetry`]: connection pool and logging set-up.
+//! - [`bounded`]: HTTP bodies read up to a limit.
 //! - [`cause`]: an error told with its causes, for `last_error` and the CLI.
 
 pub mod api;
+pub mod bounded;
 pub mod cause;
 pub mod cli;
 pub mod db;

@@ -127,7 +127,7 @@ struct OpenAiArgs {
         default_value = "https://api.openai.com/v1"
     )]
     openai_base_url: String,
-    /// Where images are written: <dir>/<job id>/<n>.<ext>.
+    /// Where images are written: <dir>/<job id>/<attempt>/<n>.<ext>.
     #[arg(long, env = "GENQ_OUTPUT_DIR", default_value = "./genq-output")]
     output_dir: std::path::PathBuf,
     /// Requests per minute assumed for a key and model with no configured limit, until learned.
@@ -136,6 +136,11 @@ struct OpenAiArgs {
     /// Seconds one provider call may take before it counts as a timeout.
     #[arg(long, env = "GENQ_PROVIDER_TIMEOUT_SECS", default_value_t = 120.0)]
     provider_timeout_secs: f64,
+    /// Most image memory the worker's jobs may hold at once, in MiB: each job
+    /// counts the most its answer can weigh (size x n); past the limit,
+    /// jobs wait before calling and nothing more is claimed.
+    #[arg(long, env = "GENQ_IMAGE_MIB_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    image_mib_in_flight: u64,
     /// Try a job's fallback models when its model has no key free within this many seconds.
     #[arg(long, env = "GENQ_FALLBACK_AFTER_SECS", default_value_t = 30.0)]
     fallback_after_secs: f64,
@@ -371,6 +376,7 @@ async fn run_worker(
         },
         retention: retention(args.retain_succeeded, args.retain_failed),
         fallback_after: Duration::from_secs_f64(args.openai.fallback_after_secs),
+        image_bytes_in_flight: args.openai.image_mib_in_flight * 1024 * 1024,
         ..WorkerConfig::default()
     };
     let report = match args.provider {

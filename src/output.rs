@@ -1,13 +1,30 @@
-//! Where generated images go: `GENQ_OUTPUT_DIR/<job id>/<n>.<ext>`, written
-//! atomically (temp file + rename) so a reader never sees half an image and
-//! a re-run of the same job (at-least-once) simply replaces its files.
+//! Where generated images go: `GENQ_OUTPUT_DIR/<job id>/<attempt>/<n>.<ext>`.
+//!
+//! - Each attempt writes under its own directory, so a run that lost its
+//!   lease (and whose job was claimed again) can never overwrite the
+//!   images of the run that won; the job's `result` names the winner's
+//!   files, and it is written under the completion's fence.
+//! - Files are written atomically (temp file + rename): a reader never sees
+//!   half an image.
+//! - Decoding, hashing and writing run on the blocking pool, one image at a
+//!   time, and each image's base64 text is dropped as soon as it is decoded.
+//! - An image returned as a URL is fetched with a timeout and a size bound,
+//!   and only over http(s).
 
 use async_openai::types::images::{Image, ImagesResponse};
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use uuid::Uuid;
+
+use crate::bounded::{self, Bounded};
+
+/// How long fetching one image URL may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest image URL genq fetches.
+const MAX_URL_LEN: usize = 4096;
 
 /// Why images could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +56,11 @@ impl OutputStore {
     pub fn new(root: impl AsRef<Path>) -> Self {
         OutputStore {
             root: root.as_ref().to_path_buf(),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(FETCH_TIMEOUT)
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .expect("a reqwest client with timeouts"),
         }
     }
 
@@ -47,11 +68,16 @@ impl OutputStore {
         &self.root
     }
 
-    /// Writes every image of `response` for `job_id`; returns the job's `result`.
+    /// Writes every image of `response` for `attempt` of `job_id`, each at
+    /// most `max_image_bytes` when fetched from a URL; returns the job's
+    /// `result`. Consumes the response so each image's text is freed once
+    /// decoded.
     pub async fn save(
         &self,
         job_id: Uuid,
-        response: &ImagesResponse,
+        attempt: i32,
+        response: ImagesResponse,
+        max_image_bytes: u64,
     ) -> Result<Value, OutputError> {
         if response.data.is_empty() {
             return Err(OutputError::Empty);
@@ -62,7 +88,7 @@ impl OutputStore {
             .and_then(|f| serde_json::to_value(f).ok())
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_else(|| "png".into());
-        let dir = self.root.join(job_id.to_string());
+        let dir = self.root.join(job_id.to_string()).join(attempt.to_string());
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|source| OutputError::Write {
@@ -70,28 +96,32 @@ impl OutputStore {
                 source,
             })?;
         let mut images = Vec::with_capacity(response.data.len());
-        for (index, image) in response.data.iter().enumerate() {
-            let (bytes, revised_prompt) = match image.as_ref() {
+        for (index, image) in response.data.into_iter().enumerate() {
+            let path = dir.join(format!("{index}.{ext}"));
+            let (encoded, revised_prompt) = match image.as_ref() {
                 Image::B64Json {
                     b64_json,
                     revised_prompt,
-                } => (
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b64_json.as_bytes())
-                        .map_err(|source| OutputError::Decode { index, source })?,
-                    revised_prompt.clone(),
-                ),
+                } => (Encoded::Base64(b64_json.clone()), revised_prompt.clone()),
                 Image::Url {
                     url,
                     revised_prompt,
-                } => (self.fetch(index, url).await?, revised_prompt.clone()),
+                } => (
+                    Encoded::Raw(self.fetch(index, url, max_image_bytes).await?),
+                    revised_prompt.clone(),
+                ),
             };
-            let path = dir.join(format!("{index}.{ext}"));
-            write_atomically(&path, &bytes).await?;
+            drop(image);
+            let (bytes, sha256) = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || encoded.store(index, &path))
+                    .await
+                    .expect("storing an image does not panic")?
+            };
             images.push(json!({
                 "path": path.display().to_string(),
-                "bytes": bytes.len(),
-                "sha256": hex::encode(Sha256::digest(&bytes)),
+                "bytes": bytes,
+                "sha256": sha256,
                 "revised_prompt": revised_prompt,
             }));
         }
@@ -105,33 +135,74 @@ impl OutputStore {
         }))
     }
 
-    async fn fetch(&self, index: usize, url: &str) -> Result<Vec<u8>, OutputError> {
+    async fn fetch(
+        &self,
+        index: usize,
+        url: &str,
+        limit: u64,
+    ) -> Result<bytes::Bytes, OutputError> {
         let fail = |message: String| OutputError::Fetch { index, message };
+        let parsed = reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && url.len() <= MAX_URL_LEN)
+            .ok_or_else(|| {
+                fail(format!(
+                    "not an http(s) URL of at most {MAX_URL_LEN} characters"
+                ))
+            })?;
         let response = self
             .http
-            .get(url)
+            .get(parsed)
             .send()
             .await
-            .map_err(|e| fail(e.without_url().to_string()))?;
+            .map_err(|e| fail(crate::cause::chain(&e.without_url())))?;
         if !response.status().is_success() {
             return Err(fail(format!("HTTP {}", response.status())));
         }
-        Ok(response
-            .bytes()
-            .await
-            .map_err(|e| fail(e.without_url().to_string()))?
-            .to_vec())
+        match bounded::read(response, limit).await {
+            Ok(Bounded::Whole(bytes)) => Ok(bytes),
+            Ok(Bounded::Cut(_)) => Err(fail(format!(
+                "more than {limit} bytes, the most its size allows"
+            ))),
+            Err(e) => Err(fail(crate::cause::chain(&e.without_url()))),
+        }
     }
 }
 
-async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+/// One image as the provider gave it.
+enum Encoded {
+    Base64(std::sync::Arc<String>),
+    Raw(bytes::Bytes),
+}
+
+impl Encoded {
+    /// Decodes, hashes and writes the image (blocking); returns its length
+    /// and SHA-256.
+    fn store(self, index: usize, path: &Path) -> Result<(usize, String), OutputError> {
+        let bytes = match self {
+            Encoded::Base64(text) => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(text.as_bytes())
+                    .map_err(|source| OutputError::Decode { index, source })?;
+                drop(text);
+                bytes::Bytes::from(decoded)
+            }
+            Encoded::Raw(bytes) => bytes,
+        };
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        write_atomically(path, &bytes)?;
+        Ok((bytes.len(), sha256))
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     let tmp = path.with_extension(format!("tmp-{}", Uuid::new_v4().simple()));
     let err = |source| OutputError::Write {
         path: path.to_path_buf(),
         source,
     };
-    tokio::fs::write(&tmp, bytes).await.map_err(err)?;
-    tokio::fs::rename(&tmp, path).await.map_err(err)
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
 }
 
 #[cfg(test)]
@@ -160,12 +231,13 @@ mod tests {
             ..ImagesResponse::default()
         };
         let job = Uuid::new_v4();
-        let result = store.save(job, &response).await.unwrap();
+        let result = store.save(job, 1, response.clone(), 1 << 20).await.unwrap();
         let images = result["images"].as_array().unwrap();
         assert_eq!(images.len(), 2);
         assert_eq!(
             images[0]["path"],
             root.join(job.to_string())
+                .join("1")
                 .join("0.png")
                 .display()
                 .to_string()
@@ -174,17 +246,24 @@ mod tests {
         assert_eq!(images[0]["sha256"], hex::encode(Sha256::digest(&png)));
         assert_eq!(images[0]["revised_prompt"], "a fox");
         assert_eq!(
-            std::fs::read(root.join(job.to_string()).join("1.png")).unwrap(),
+            std::fs::read(root.join(job.to_string()).join("1").join("1.png")).unwrap(),
             png
         );
-        store.save(job, &response).await.unwrap();
+        store.save(job, 1, response.clone(), 1 << 20).await.unwrap();
         assert_eq!(
-            std::fs::read_dir(root.join(job.to_string()))
+            std::fs::read_dir(root.join(job.to_string()).join("1"))
                 .unwrap()
                 .count(),
             2,
             "no temp files left"
         );
+        // Another attempt writes beside it, never over it.
+        store.save(job, 2, response, 1 << 20).await.unwrap();
+        assert_eq!(
+            std::fs::read(root.join(job.to_string()).join("1").join("0.png")).unwrap(),
+            png
+        );
+        assert!(root.join(job.to_string()).join("2").join("0.png").exists());
         let bad = ImagesResponse {
             data: vec![Arc::new(Image::B64Json {
                 b64_json: Arc::new("***".into()),
@@ -193,11 +272,11 @@ mod tests {
             ..ImagesResponse::default()
         };
         assert!(matches!(
-            store.save(job, &bad).await,
+            store.save(job, 1, bad, 1 << 20).await,
             Err(OutputError::Decode { index: 0, .. })
         ));
         assert!(matches!(
-            store.save(job, &ImagesResponse::default()).await,
+            store.save(job, 1, ImagesResponse::default(), 1 << 20).await,
             Err(OutputError::Empty)
         ));
         std::fs::remove_dir_all(root).unwrap();

@@ -59,7 +59,14 @@ async fn the_demo_finishes_with_images_and_a_summary() {
         .unwrap()
         .unwrap()
         .path();
-    let png = std::fs::read(job_dir.join("0.png")).unwrap();
+    // <job id>/<attempt>/<n>.png
+    let attempt_dir = std::fs::read_dir(&job_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let png = std::fs::read(attempt_dir.join("0.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
     let _ = std::fs::remove_dir_all(output);
 }

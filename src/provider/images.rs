@@ -186,7 +186,12 @@ impl ImagesProvider {
         match verdict {
             Verdict::Success => {
                 let images = response.result.expect("success has a body");
-                match self.output.save(job.id, &images).await {
+                let max_image = super::footprint::max_image_bytes(&job.params);
+                match self
+                    .output
+                    .save(job.id, job.attempts, images, max_image)
+                    .await
+                {
                     Ok(mut result) => {
                         if let Value::Object(map) = &mut result {
                             map.insert("model".into(), Value::String(model.to_string()));
@@ -313,6 +318,14 @@ impl Provider for ImagesProvider {
 
     async fn give_back(&self, model: &str, n: usize) {
         self.give_back_slots(model, n).await;
+    }
+
+    fn footprint(&self, job: &Job) -> u64 {
+        if self.settings.dry_run {
+            0
+        } else {
+            super::footprint::peak_bytes(&job.params)
+        }
     }
 
     async fn execute(&self, job: &Job) -> Execution {

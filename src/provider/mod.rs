@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod classify;
+pub mod footprint;
 pub mod headers;
 pub mod images;
 pub mod known_params;
@@ -110,6 +111,13 @@ pub trait Provider: Send + Sync + 'static {
     fn give_back(&self, model: &str, n: usize) -> impl Future<Output = ()> + Send {
         let _ = (model, n);
         std::future::ready(())
+    }
+
+    /// The most memory `job` can hold while it runs (its answer and the
+    /// images decoded from it), for the worker's limit on bytes in flight.
+    fn footprint(&self, job: &Job) -> u64 {
+        let _ = job;
+        0
     }
 
     /// Runs one claimed job. Must not panic on bad input: a job the provider

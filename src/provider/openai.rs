@@ -18,6 +18,7 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::bounded::Bounded;
 use crate::secret::ApiSecret;
 
 /// Why a call produced no images.
@@ -32,6 +33,9 @@ pub enum CallFailure {
     Connect(String),
     #[error("the provider's answer could not be read: {0}")]
     Decode(String),
+    /// The answer was larger than the request allows (see `footprint`).
+    #[error("the provider's answer was too large: {0}")]
+    TooLarge(String),
     #[error("{0}")]
     Other(String),
 }
@@ -47,6 +51,8 @@ pub struct ProviderResponse {
 
 #[derive(Default)]
 struct Seen {
+    /// Most bytes a successful answer may have.
+    limit: u64,
     status: Option<u16>,
     headers: HeaderMap,
     body: Option<Bytes>,
@@ -115,7 +121,10 @@ impl ImagesClient {
             http: self.http.clone(),
             endpoint: self.endpoint.clone(),
         });
-        let seen = Arc::new(Mutex::new(Seen::default()));
+        let seen = Arc::new(Mutex::new(Seen {
+            limit: super::footprint::max_answer_bytes(params),
+            ..Seen::default()
+        }));
         let outcome = SEEN
             .scope(seen.clone(), async move {
                 client.images().generate(request).await
@@ -208,23 +217,32 @@ impl tower::Service<HttpRequestFactory> for OneShot {
             };
             let status = response.status();
             let headers = response.headers().clone();
+            let mut limit = ERROR_BODY_LIMIT;
             record(&mut |s| {
                 s.status = Some(status.as_u16());
                 s.headers = headers.clone();
+                if status.is_success() {
+                    limit = s.limit;
+                }
             });
-            if status.is_success() {
-                return Ok(response);
-            }
-            // Read the error body ourselves, then hand async-openai an equal response.
-            let body = match response.bytes().await {
-                Ok(b) => b,
+            // Read the body ourselves, within its bound, then hand async-openai an equal response.
+            let body = match crate::bounded::read(response, limit).await {
+                Ok(Bounded::Whole(b)) => b,
+                Ok(Bounded::Cut(b)) if !status.is_success() => b,
+                Ok(Bounded::Cut(_)) => {
+                    let message = format!("more than {limit} bytes, the most its size and n allow");
+                    record(&mut |s| s.transport = Some(CallFailure::TooLarge(message.clone())));
+                    return Err(OpenAIError::InvalidArgument(message));
+                }
                 Err(e) => {
                     let (failure, err) = transport_failure(e, &endpoint);
                     record(&mut |s| s.transport = Some(failure.clone()));
                     return Err(err);
                 }
             };
-            record(&mut |s| s.body = Some(body.clone()));
+            if !status.is_success() {
+                record(&mut |s| s.body = Some(body.clone()));
+            }
             let mut rebuilt = http::Response::builder().status(status);
             if let Some(h) = rebuilt.headers_mut() {
                 *h = headers;
@@ -236,6 +254,9 @@ impl tower::Service<HttpRequestFactory> for OneShot {
         })
     }
 }
+
+/// Most bytes of an error answer kept (the message is cut further when stored).
+const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 
 /// A transport error as genq classifies it, with its root cause (a refused
 /// connection, an untrusted certificate) and where it happened, and as

@@ -25,6 +25,9 @@ pub struct SimConfig {
     /// Length of the daily window of `requests_per_day` and `images_per_day` (fixed windows
     /// from the sim's start), in seconds; 86400 unless a test needs a short day.
     pub day_window_secs: u64,
+    /// Send every image at the size asked (uncompressed: 6 MiB for
+    /// 1536x1024), not 16x16: for measuring what large answers cost.
+    pub full_size_images: bool,
 }
 
 /// One API key of the simulated provider and the limits and behaviour attached to it.
@@ -120,6 +123,7 @@ impl Default for SimConfig {
             content_policy_marker: "FORBIDDEN".to_string(),
             seed: None,
             day_window_secs: 86_400,
+            full_size_images: false,
         }
     }
 }

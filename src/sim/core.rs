@@ -120,6 +120,8 @@ pub struct Core {
     keys: Vec<Key>,
     by_secret: HashMap<String, usize>,
     marker: String,
+    /// Send images at the size asked instead of 16x16 (`full_size_images`).
+    pub(super) full_size_images: bool,
     fail_rate: f64,
     latency: Duration,
     started: Instant,
@@ -175,6 +177,7 @@ impl Core {
             keys,
             by_secret,
             marker: config.content_policy_marker.to_lowercase(),
+            full_size_images: config.full_size_images,
             fail_rate: config.fail_rate_5xx.clamp(0.0, 1.0),
             latency: config.latency,
             started: Instant::now(),

@@ -54,6 +54,7 @@
 //! content_policy_marker = "FORBIDDEN" # default "FORBIDDEN"
 //! seed = 42                           # RNG seed for random 500s; omit for OS randomness
 //! day_window_secs = 86400             # length of the daily window, default 86400
+//! full_size_images = false            # images at the size asked (uncompressed), not 16x16
 //!
 //! [[keys]]
 //! secret = "sk-sim-one"               # required, unique

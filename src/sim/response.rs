@@ -1,8 +1,9 @@
 //! The success answer: OpenAI's `ImagesResponse` with `n` base64 PNGs and plausible token
 //! usage, shaped so `async_openai::types::images::ImagesResponse` deserializes it.
 //!
-//! The PNGs are small (16x16) whatever size was asked; `size` in the answer echoes the
-//! request. `output_format` is always `png`, because the bytes are PNG.
+//! The PNGs are small (16x16) whatever size was asked, unless the sim is set to send full
+//! size images (uncompressed, so as large as the size allows); `size` in the answer echoes
+//! the request. `output_format` is always `png`, because the bytes are PNG.
 
 use base64::Engine;
 use serde::Serialize;
@@ -47,10 +48,10 @@ struct InputDetails {
 }
 
 /// Builds the answer to `req`, created at unix time `created`.
-pub fn images_response(req: &GenRequest, created: i64) -> ImagesResponse {
+pub fn images_response(req: &GenRequest, created: i64, full_size: bool) -> ImagesResponse {
     let data = (0..req.n)
         .map(|i| ImageData {
-            b64_json: base64::engine::general_purpose::STANDARD.encode(image(req, i)),
+            b64_json: base64::engine::general_purpose::STANDARD.encode(image(req, i, full_size)),
             revised_prompt: None,
         })
         .collect();
@@ -79,7 +80,7 @@ pub fn images_response(req: &GenRequest, created: i64) -> ImagesResponse {
 
 /// Image `index` of `req`: a solid colour derived from the prompt, so answers are
 /// deterministic and different prompts look different.
-fn image(req: &GenRequest, index: u32) -> Vec<u8> {
+fn image(req: &GenRequest, index: u32, full_size: bool) -> Vec<u8> {
     let digest = Sha256::new()
         .chain_update(req.prompt.as_bytes())
         .chain_update(index.to_be_bytes())
@@ -89,11 +90,12 @@ fn image(req: &GenRequest, index: u32) -> Vec<u8> {
     } else {
         255
     };
-    png::solid(
-        IMAGE_SIDE,
-        IMAGE_SIDE,
-        [digest[0], digest[1], digest[2], alpha],
-    )
+    let (w, h) = if full_size {
+        super::request::parse_size(&req.size).unwrap_or((1536, 1024))
+    } else {
+        (IMAGE_SIDE, IMAGE_SIDE)
+    };
+    png::solid(w, h, [digest[0], digest[1], digest[2], alpha])
 }
 
 /// OpenAI's published output-token cost of one image, by quality and (square or not) size.
@@ -129,8 +131,12 @@ mod tests {
     #[test]
     fn deserializes_as_async_openai_images_response() {
         use async_openai::types::images::{Image, ImageQuality, ImagesResponse as Theirs};
-        let json = serde_json::to_string(&images_response(&request(2, "opaque"), 1_700_000_000))
-            .expect("serializes");
+        let json = serde_json::to_string(&images_response(
+            &request(2, "opaque"),
+            1_700_000_000,
+            false,
+        ))
+        .expect("serializes");
         let theirs: Theirs = serde_json::from_str(&json).expect("async-openai reads it");
         assert_eq!(theirs.created, 1_700_000_000);
         assert_eq!(theirs.data.len(), 2);
@@ -151,14 +157,14 @@ mod tests {
 
     #[test]
     fn shape_and_determinism() {
-        let value = serde_json::to_value(images_response(&request(1, "transparent"), 5))
+        let value = serde_json::to_value(images_response(&request(1, "transparent"), 5, false))
             .expect("serializes");
         assert_eq!(value["background"], "transparent");
         assert_eq!(value["output_format"], "png");
         assert_eq!(value["size"], "1536x1024");
         assert!(value["data"][0]["revised_prompt"].is_null());
         assert_eq!(value["usage"]["input_tokens_details"]["image_tokens"], 0);
-        let again = serde_json::to_value(images_response(&request(1, "transparent"), 5))
+        let again = serde_json::to_value(images_response(&request(1, "transparent"), 5, false))
             .expect("serializes");
         assert_eq!(value, again);
     }

@@ -41,14 +41,14 @@ async fn generate(State(core): State<Arc<Core>>, headers: HeaderMap, body: Bytes
         tokio::time::sleep(outcome.delay).await;
     }
     core.sent(outcome.record);
-    respond(outcome)
+    respond(outcome, core.full_size_images)
 }
 
-fn respond(outcome: Outcome) -> Response {
+fn respond(outcome: Outcome, full_size: bool) -> Response {
     let mut response = match outcome.result {
         Ok(req) => {
             let created = chrono::Utc::now().timestamp();
-            Json(images_response(&req, created)).into_response()
+            Json(images_response(&req, created, full_size)).into_response()
         }
         Err(error) => (error.status, Json(error.body())).into_response(),
     };

@@ -17,6 +17,7 @@
 mod background;
 mod completer;
 mod held;
+mod memory;
 mod producer;
 mod settle;
 mod wake;
@@ -64,6 +65,9 @@ pub struct WorkerConfig {
     /// A job listing `fallback_models` runs on one of them when its own
     /// model's keys have no room for longer than this.
     pub fallback_after: Duration,
+    /// Most image memory jobs may hold at once ([`Provider::footprint`]);
+    /// past it, jobs wait before calling and claims wait.
+    pub image_bytes_in_flight: u64,
 }
 
 /// How long finished jobs (and their attempts) are kept before pruning.
@@ -100,6 +104,7 @@ impl Default for WorkerConfig {
             backoff: Backoff::DEFAULT,
             retention: Some(Retention::default()),
             fallback_after: Duration::from_secs(30),
+            image_bytes_in_flight: 512 * 1024 * 1024,
         }
     }
 }
@@ -154,6 +159,7 @@ impl<P: Provider> Worker<P> {
         let next_due = Arc::new(wake::NextDue::default());
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let held = Arc::new(held::Held::default());
+        let memory = Arc::new(memory::MemoryBudget::new(cfg.image_bytes_in_flight));
         let keys_changed = Arc::new(AtomicBool::new(false));
         let mut producer = producer::Producer::new(
             pool.clone(),
@@ -204,7 +210,12 @@ impl<P: Provider> Worker<P> {
         let mut tasks = JoinSet::new();
         let mut db_backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
-            let want = slots.available_permits().min(cfg.claim_batch);
+            // Jobs waiting for image memory: claiming more would only add waiters.
+            let want = if memory.claims_wait() {
+                0
+            } else {
+                slots.available_permits().min(cfg.claim_batch)
+            };
             let mut more = false;
             if want > 0 {
                 match producer.claim(want).await {
@@ -223,6 +234,7 @@ impl<P: Provider> Worker<P> {
                             let hold = held.hold(job.id, job.attempts, slot);
                             tasks.spawn(execute(
                                 provider.clone(),
+                                memory.clone(),
                                 cfg.backoff,
                                 job,
                                 hold,
@@ -300,6 +312,7 @@ async fn release_with_retry(pool: &PgPool, worker: &str) -> u64 {
 /// until the completion is written or given up.
 async fn execute<P: Provider>(
     provider: Arc<P>,
+    memory: Arc<memory::MemoryBudget>,
     backoff: Backoff,
     job: Job,
     hold: Hold,
@@ -307,9 +320,12 @@ async fn execute<P: Provider>(
 ) {
     let span =
         tracing::info_span!("job", job_id = %job.id, model = %job.model, attempt = job.attempts);
-    let completion = run_one(provider.as_ref(), &job, backoff)
-        .instrument(span)
-        .await;
+    let completion = async {
+        let _memory = memory.reserve(provider.footprint(&job)).await;
+        run_one(provider.as_ref(), &job, backoff).await
+    }
+    .instrument(span)
+    .await;
     // The completer only stops after every sender is gone, so this cannot fail.
     let _ = done.send((completion, hold));
 }
