@@ -7,12 +7,12 @@
 
 mod common;
 
-use common::rig::{consecutive_429s, serve_sim, sim_id};
+use common::rig::{consecutive_429s, genq, serve_sim, sim_id};
 use common::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
 use genq::sim::{RetryHeader, Sim, SimConfig, SimKey};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 /// `genq worker` over `dir/keys.toml`, its wall clock shifted by `skew`
@@ -20,7 +20,7 @@ use std::time::Duration;
 /// genq itself (not through the `faketime` wrapper, whose child would
 /// outlive a kill).
 fn worker(db: &TestDb, base_url: &str, dir: &Path, skew: Option<&str>) -> ChildGuard {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_genq"));
+    let mut cmd = genq(dir);
     if let Some(skew) = skew {
         let lib = libfaketime().expect("libfaketime");
         cmd.env("LD_PRELOAD", lib)
@@ -55,8 +55,7 @@ fn libfaketime() -> Option<std::path::PathBuf> {
 }
 
 fn scratch_dir(keys_toml: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("genq-clock-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::rig::scratch_dir("clock");
     std::fs::write(dir.join("keys.toml"), keys_toml).unwrap();
     dir
 }

@@ -162,7 +162,8 @@ async fn why_jobs_wait_is_said_in_the_job_view_stats_and_metrics() {
     );
 
     // `genq jobs show`.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genq"))
+    let dir = common::rig::scratch_dir("jobs-show");
+    let out = common::rig::genq(&dir)
         .args(["jobs", "show", &id.to_string()])
         .env("DATABASE_URL", &rig.db.url)
         .output()
