@@ -207,3 +207,10 @@ pub fn consecutive_429s(log: &[RequestRecord]) -> usize {
     }
     pairs
 }
+
+/// The wall-clock time of instant `ns` on the sim's clock, read through `r` (which arrived
+/// at `r.at`, i.e. `r.arrived_ns`): to compare the sim's deadlines with database times.
+pub fn sim_instant_at(r: &RequestRecord, ns: u64) -> chrono::DateTime<chrono::Utc> {
+    let offset = i64::try_from(ns).unwrap() - i64::try_from(r.arrived_ns).unwrap();
+    r.at + chrono::Duration::nanoseconds(offset)
+}
