@@ -7,12 +7,12 @@
 
 mod common;
 
-use common::rig::{consecutive_429s, serve_sim, sim_id};
+use common::rig::{consecutive_429s, genq, serve_sim, sim_id, sim_instant_at};
 use common::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
 use genq::sim::{RetryHeader, Sim, SimConfig, SimKey};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 /// `genq worker` over `dir/keys.toml`, its wall clock shifted by `skew`
@@ -20,7 +20,7 @@ use std::time::Duration;
 /// genq itself (not through the `faketime` wrapper, whose child would
 /// outlive a kill).
 fn worker(db: &TestDb, base_url: &str, dir: &Path, skew: Option<&str>) -> ChildGuard {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_genq"));
+    let mut cmd = genq(dir);
     if let Some(skew) = skew {
         let lib = libfaketime().expect("libfaketime");
         cmd.env("LD_PRELOAD", lib)
@@ -55,8 +55,7 @@ fn libfaketime() -> Option<std::path::PathBuf> {
 }
 
 fn scratch_dir(keys_toml: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("genq-clock-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::rig::scratch_dir("clock");
     std::fs::write(dir.join("keys.toml"), keys_toml).unwrap();
     dir
 }
@@ -94,32 +93,73 @@ async fn a_429_wait_is_honoured_across_killed_and_restarted_workers() {
     ];
     let key = sim_id("sk-slow");
     wait_until(Duration::from_secs(20), "a 429", || async {
-        sim.log().iter().any(|r| r.key_id == key && r.status == 429)
+        sim.log()
+            .iter()
+            .any(|r| r.key_id == key && r.status == 429 && r.retry_deadline_ns.is_some())
     })
     .await;
     let announced = sim.log().iter().find(|r| r.status == 429).unwrap().clone();
     assert!(announced.retry_after_ms.unwrap() >= 25_000, "{announced:?}");
+    // The end of the wait the sim announced, on its clock and as a wall time.
+    let deadline_ns = announced.retry_deadline_ns.unwrap();
+    let deadline = sim_instant_at(&announced, deadline_ns);
     // Every worker dies during the wait (SIGKILL: no cleanup), new ones
-    // start, and more jobs are due at once.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // start, and more jobs are due at once. The kill comes once genq has
+    // recorded the cooldown: a 429 whose answer dies with the only process
+    // that read it cannot be honoured by anyone.
+    wait_until(
+        Duration::from_secs(10),
+        "genq to record the cooldown",
+        || async {
+            sqlx::query_scalar::<_, bool>(
+            "SELECT coalesce(cooldown_until > now(), false) FROM genq.api_keys WHERE id = 'slow'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        },
+    )
+    .await;
     drop(first);
     let _second = [
         worker(&db, &base_url, &dir, None),
         worker(&db, &base_url, &dir, None),
     ];
     insert_jobs(&db.pool, 2, json!({})).await;
+    let last_due: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(run_at) FROM genq.jobs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        last_due < deadline - chrono::Duration::seconds(5),
+        "the test proves nothing: the new jobs came due at {last_due}, the wait ends at {deadline}"
+    );
     wait_until(
         Duration::from_secs(60),
         "a request after the wait",
         || async {
             sim.log()
                 .iter()
-                .any(|r| r.key_id == key && r.status == 200 && r.at > announced.at)
+                .any(|r| r.key_id == key && r.status == 200 && r.arrived_ns > deadline_ns)
         },
     )
     .await;
-    // By the sim's clock, from when it sent each 429 to the end of its
-    // longest hint: nothing arrived early.
+    // By the sim's clock: nothing reached the key between the 429 and the
+    // end of the wait it announced; the waiting jobs ran after it.
+    let sent_ns = announced.sent_ns.unwrap();
+    let seen: Vec<(u64, Option<u64>, u16)> = sim
+        .log()
+        .iter()
+        .filter(|r| r.key_id == key)
+        .map(|r| (r.arrived_ns, r.sent_ns, r.status))
+        .collect();
+    assert!(
+        seen.iter()
+            .all(|&(at, _, _)| at <= sent_ns || at >= deadline_ns),
+        "requests after the 429 was sent at {sent_ns} ns, inside the wait that ended at {deadline_ns} ns: {seen:?}"
+    );
+    // From when it sent each 429 to the end of its longest hint: nothing early.
     assert_eq!(sim.early_after_429(&key), Vec::<Duration>::new());
     assert_eq!(consecutive_429s(&sim.log()), 0);
     stop_sim.cancel();

@@ -1,5 +1,7 @@
 //! Operators' key actions and the keys' own recovery, end to end against
-//! `genq sim`: reset keeps a key in rotation, a disabled key is re-tested
+//! `genq sim` and the real `genq keys` binary: enable sends to a cooling key
+//! at once (its buckets freed, not just its state), disable keeps a key out
+//! until enabled, reset keeps a key in rotation, a disabled key is re-tested
 //! and comes back, and every place an operator looks says why jobs wait.
 
 mod common;
@@ -11,6 +13,144 @@ use genq::sim::{KeyBehavior, SimKey};
 use serde_json::json;
 use std::time::Duration;
 
+/// Runs `genq keys <args>` (the real binary) against `db_url`; panics unless it succeeds.
+fn genq_keys(db_url: &str, args: &[&str]) {
+    let dir = common::rig::scratch_dir("keys");
+    let out = common::rig::genq(&dir)
+        .arg("keys")
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "genq keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn enable_after_a_long_429_wait_sends_to_the_key_at_once() {
+    // The provider allows 1 request a minute; genq assumes 60, so its second
+    // request is answered 429 with a wait of about a minute.
+    let rig = Rig::new(vec![SimKey {
+        send_ratelimit_headers: false,
+        ..SimKey::new("sk-slow", 1)
+    }])
+    .await;
+    let slow_id = sim_id("sk-slow");
+    let (worker, stop) = rig.worker(keys(&[("slow", "sk-slow")]), 1).await;
+    insert_jobs(&rig.db.pool, 3, json!({})).await;
+    wait_until(
+        Duration::from_secs(20),
+        "a 429 and its cooldown",
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT coalesce(cooldown_until > now() + interval '30 s', false)
+               FROM genq.api_keys WHERE id = 'slow'",
+            )
+            .fetch_one(&rig.db.pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+    let limited = rig.log_for(&slow_id).last().unwrap().clone();
+    assert_eq!(limited.status, 429, "{limited:?}");
+    let wait_ends_ns = limited.retry_deadline_ns.unwrap();
+    let cooling_buckets: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM genq.key_buckets WHERE scope = 'slow' AND cooldown_until > now()",
+    )
+    .fetch_one(&rig.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        cooling_buckets > 0,
+        "the bucket never cooled: nothing to lift"
+    );
+
+    genq_keys(&rig.db.url, &["enable", "slow"]);
+    // The key and every bucket it draws from are free at once.
+    let key = &genq::store::keys::list(&rig.db.pool).await.unwrap()[0];
+    assert_eq!((key.state.as_str(), key.cooldown_until), ("active", None));
+    let held: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT id, cooldown_until IS NOT NULL, tat_requests > now()
+           FROM genq.key_buckets WHERE scope = 'slow'",
+    )
+    .fetch_all(&rig.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        !held.is_empty() && held.iter().all(|&(_, cooling, spent)| !cooling && !spent),
+        "buckets still held back after enable (id, cooling, no room): {held:?}"
+    );
+    // A worker sends to the key at once, long before the announced wait ends
+    // (the provider may still refuse it: the operator overrode the wait).
+    let before = rig.log_for(&slow_id).len();
+    let (worker, stop) = rig.worker(keys(&[("slow", "sk-slow")]), 1).await;
+    wait_until(
+        Duration::from_secs(10),
+        "a request after enable",
+        || async { rig.log_for(&slow_id).len() > before },
+    )
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+    let next = &rig.log_for(&slow_id)[before];
+    assert!(
+        next.arrived_ns + 30_000_000_000 < wait_ends_ns,
+        "sent at {} ns, the wait ended at {wait_ends_ns} ns",
+        next.arrived_ns
+    );
+}
+
+#[tokio::test]
+async fn a_key_disabled_by_an_operator_gets_nothing_until_enabled() {
+    let rig = Rig::new(vec![SimKey::new("sk-a", 600), SimKey::new("sk-b", 600)]).await;
+    let (worker, stop) = rig.worker(keys(&[("a", "sk-a"), ("b", "sk-b")]), 2).await;
+    // Both keys in use first: an operator takes a working key out.
+    insert_jobs(&rig.db.pool, 4, json!({})).await;
+    wait_until(Duration::from_secs(20), "both keys to serve", || async {
+        count_state(&rig.db.pool, "succeeded").await == 4
+            && !rig.log_for(&sim_id("sk-a")).is_empty()
+            && !rig.log_for(&sim_id("sk-b")).is_empty()
+    })
+    .await;
+    genq_keys(&rig.db.url, &["disable", "a", "--reason", "rotated out"]);
+    let a_before = rig.log_for(&sim_id("sk-a")).len();
+    insert_jobs(&rig.db.pool, 6, json!({})).await;
+    wait_until(Duration::from_secs(20), "the jobs, on b", || async {
+        count_state(&rig.db.pool, "succeeded").await == 10
+    })
+    .await;
+    assert_eq!(
+        rig.log_for(&sim_id("sk-a")).len(),
+        a_before,
+        "a disabled key was used"
+    );
+    let listed = genq::store::keys::list(&rig.db.pool).await.unwrap();
+    let a = listed.iter().find(|k| k.id == "a").unwrap();
+    assert_eq!(
+        (a.state.as_str(), a.disabled_reason.as_deref()),
+        ("disabled", Some("rotated out"))
+    );
+    genq_keys(&rig.db.url, &["enable", "a"]);
+    insert_jobs(&rig.db.pool, 6, json!({})).await;
+    wait_until(Duration::from_secs(20), "the next jobs", || async {
+        count_state(&rig.db.pool, "succeeded").await == 16
+    })
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+    assert!(
+        rig.log_for(&sim_id("sk-a")).len() > a_before,
+        "the enabled key was not used again"
+    );
+}
+
 #[tokio::test]
 async fn reset_never_drops_a_key_out_of_rotation() {
     let rig = Rig::new(vec![SimKey::new("sk-a", 600), SimKey::new("sk-b", 600)]).await;
@@ -21,7 +161,7 @@ async fn reset_never_drops_a_key_out_of_rotation() {
     })
     .await;
     // Forgets what was learned about a's limits (its bucket goes).
-    assert!(genq::store::keys::reset(&rig.db.pool, "a").await.unwrap());
+    genq_keys(&rig.db.url, &["reset", "a"]);
     let a_before = rig.log_for(&sim_id("sk-a")).len();
     insert_jobs(&rig.db.pool, 20, json!({})).await;
     wait_until(Duration::from_secs(10), "the next jobs", || async {
@@ -162,7 +302,8 @@ async fn why_jobs_wait_is_said_in_the_job_view_stats_and_metrics() {
     );
 
     // `genq jobs show`.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genq"))
+    let dir = common::rig::scratch_dir("jobs-show");
+    let out = common::rig::genq(&dir)
         .args(["jobs", "show", &id.to_string()])
         .env("DATABASE_URL", &rig.db.url)
         .output()

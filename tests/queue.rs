@@ -56,6 +56,28 @@ impl Provider for Counting {
     }
 }
 
+/// Waits, from the database's own view (`pg_stat_activity`), until a backend of this
+/// database has finished a `LISTEN` and another has since finished a claim: from then on
+/// a quick pickup of a new job can only come from its notification.
+async fn listening_and_looked(db: &TestDb) {
+    wait_until(Duration::from_secs(10), "LISTEN, then a claim", || async {
+        sqlx::query_scalar::<_, bool>(
+            "WITH l AS (
+                SELECT max(state_change) AS at FROM pg_stat_activity
+                 WHERE datname = current_database() AND state = 'idle'
+                   AND query ILIKE 'LISTEN%genq_jobs%')
+             SELECT coalesce(bool_or(a.query_start > l.at), false)
+               FROM pg_stat_activity a, l
+              WHERE a.datname = current_database() AND a.state = 'idle'
+                AND a.query LIKE 'WITH picked AS%'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn plain_sql_insert_is_picked_up_through_notify() {
     let db = TestDb::new().await;
@@ -67,8 +89,8 @@ async fn plain_sql_insert_is_picked_up_through_notify() {
     let stop = CancellationToken::new();
     let worker =
         tokio::spawn(Worker::new(db.pool.clone(), cfg, Counting::default()).run(stop.clone()));
-    // Let the worker finish its first (empty) claim and LISTEN.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the worker LISTENs, and has looked at the queue since.
+    listening_and_looked(&db).await;
 
     let start = Instant::now();
     sqlx::query("INSERT INTO genq.jobs (prompt) VALUES ('a red fox')")

@@ -6,7 +6,7 @@
 mod common;
 
 use chrono::{DateTime, Utc};
-use common::rig::{Rig, keys, sim_id};
+use common::rig::{Rig, consecutive_429s, keys, sim_id, sim_instant_at};
 use common::{count_state, wait_until};
 use genq::job::NewJob;
 use genq::sim::{KeyBehavior, RetryHeader, SimConfig, SimKey};
@@ -112,7 +112,16 @@ async fn when_every_key_is_limited_jobs_wait_and_none_fails() {
         stats.total.rate_limited > 0,
         "the keys were really limited: {stats:?}"
     );
-    assert_eq!(stats.limit_exceeded, 0);
+    // genq learns these limits only from the 429s, so it may send too fast
+    // before the first one; it must never come back inside an announced wait.
+    for secret in ["sk-a", "sk-b"] {
+        assert_eq!(
+            rig.sim.early_after_429(&sim_id(secret)),
+            Vec::<Duration>::new(),
+            "{secret}"
+        );
+    }
+    assert_eq!(consecutive_429s(&rig.sim.log()), 0);
     assert_eq!(stats.total.ok, 6, "exactly one successful request per job");
     let spent: i64 = sqlx::query_scalar("SELECT sum(attempts) FROM genq.jobs")
         .fetch_one(&rig.db.pool)
@@ -150,79 +159,100 @@ async fn every_retry_header_form_is_honored() {
         stop.cancel();
         worker.await.unwrap();
 
-        // After each 429, the sim saw nothing on that key until the wait was over.
-        let log = rig.log_for(&sim_id(&secret));
-        let rows = attempts(&rig).await;
-        let limited: Vec<_> = rows
-            .iter()
-            .filter(|r| r.0.as_deref() == Some(&format!("k{i}")) && r.1 == "rate_limited")
-            .collect();
+        // Judged by the sim alone: every 429 it sent announced a wait, nothing
+        // reached the key before that wait (counted from when the 429 was sent)
+        // was over, and no 429 followed another on the key.
+        let id = sim_id(&secret);
+        let log = rig.log_for(&id);
+        let limited: Vec<_> = log.iter().filter(|r| r.status == 429).collect();
         assert!(
             !limited.is_empty(),
             "{form:?}: genq's default rate should have hit the 30/min limit"
         );
-        for (_, _, _, wait_ms, at) in limited {
-            let until = *at + chrono::Duration::milliseconds(wait_ms.unwrap() - 25);
-            let early: Vec<_> = log.iter().filter(|r| r.at > *at && r.at < until).collect();
-            assert!(
-                early.is_empty(),
-                "{form:?}: requests before the cooldown ended: {early:?}"
-            );
-        }
+        assert!(
+            limited
+                .iter()
+                .all(|r| r.retry_deadline_ns.is_some() && r.retry_after_ms.is_some()),
+            "{form:?}: a 429 without an announced wait: {limited:?}"
+        );
+        assert_eq!(
+            rig.sim.early_after_429(&id),
+            Vec::<Duration>::new(),
+            "{form:?}: requests inside an announced wait"
+        );
+        assert_eq!(consecutive_429s(&log), 0, "{form:?}: {log:?}");
     }
 }
 
 #[tokio::test]
 async fn a_cooldown_survives_a_worker_restart() {
-    // 2 requests a minute: after one, the next is 30 s away.
+    // 6 requests a minute: after one, the next is 10 s away. genq assumes 60.
     let rig = Rig::new(vec![SimKey {
         send_ratelimit_headers: false,
-        ..SimKey::new("sk-slow", 2)
+        ..SimKey::new("sk-slow", 6)
     }])
     .await;
+    let slow_id = sim_id("sk-slow");
     let slow = keys(&[("slow", "sk-slow")]);
     let (worker, stop) = rig.worker(slow.clone(), 1).await;
     submit(&rig, "first").await;
     let second = submit(&rig, "second").await;
     wait_until(Duration::from_secs(20), "a 429", || async {
-        rig.log_for(&sim_id("sk-slow"))
+        rig.log_for(&slow_id)
             .iter()
-            .any(|r| r.status == 429)
+            .any(|r| r.status == 429 && r.retry_deadline_ns.is_some())
     })
     .await;
     stop.cancel();
     worker.await.unwrap();
-    let seen = rig.log_for(&sim_id("sk-slow")).len();
-
+    let limited = rig.log_for(&slow_id)[1].clone();
+    assert_eq!(limited.status, 429, "{limited:?}");
+    // The end of the wait the sim announced, on its own clock and as a wall time.
+    let deadline_ns = limited.retry_deadline_ns.unwrap();
+    let deadline = sim_instant_at(&limited, deadline_ns);
     let enqueued_at = jobs::get(&rig.db.pool, second)
         .await
         .unwrap()
         .unwrap()
         .run_at;
 
-    // A new worker (a restart) must not touch the key until the cooldown
-    // ends, though jobs are due: the one that met the 429 and a new one.
+    // A new worker (a restart) while the key cools, and a job due at once.
     let (worker, stop) = rig.worker(slow, 1).await;
     let third = submit(&rig, "third").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let third_due = jobs::get(&rig.db.pool, third)
+        .await
+        .unwrap()
+        .unwrap()
+        .run_at;
+    assert!(
+        third_due < deadline - chrono::Duration::seconds(2),
+        "the test proves nothing: the job came due at {third_due}, the wait ends at {deadline}"
+    );
+    let key = &genq::store::keys::list(&rig.db.pool).await.unwrap()[0];
+    assert_eq!(key.state, "cooling", "the restart forgot the cooldown");
+    all_succeeded(&rig, 3, Duration::from_secs(60)).await;
     stop.cancel();
     worker.await.unwrap();
-    assert_eq!(
-        rig.log_for(&sim_id("sk-slow")).len(),
-        seen,
-        "the restarted worker called a cooling key"
+
+    // By the sim's log: nothing reached the key between the 429 and the end of
+    // the wait it announced, and the waiting jobs ran after it.
+    let log = rig.log_for(&slow_id);
+    let after: Vec<_> = log
+        .iter()
+        .filter(|r| r.arrived_ns > limited.sent_ns.unwrap())
+        .map(|r| (r.arrived_ns, r.status))
+        .collect();
+    assert!(
+        after.iter().all(|&(at, _)| at >= deadline_ns),
+        "requests inside the wait that ended at {deadline_ns} ns: {after:?}"
     );
-    // Waiting cost nothing: both jobs are queued, no attempt spent, and the
-    // one that met the 429 kept its place in line (its run_at).
+    assert_eq!(rig.sim.early_after_429(&slow_id), Vec::<Duration>::new());
+    assert_eq!(consecutive_429s(&log), 0, "{after:?}");
+    assert_eq!(rig.sim.stats().total.ok, 3);
+    // Waiting cost nothing: no attempt was spent on the 429, and the job that
+    // met it kept its place in line (its run_at).
     let job = jobs::get(&rig.db.pool, second).await.unwrap().unwrap();
-    assert_eq!(
-        (job.state, job.attempts, job.run_at),
-        (genq::job::JobState::Queued, 0, enqueued_at)
-    );
-    let job = jobs::get(&rig.db.pool, third).await.unwrap().unwrap();
-    assert_eq!((job.state, job.attempts), (genq::job::JobState::Queued, 0));
-    let key = &genq::store::keys::list(&rig.db.pool).await.unwrap()[0];
-    assert_eq!(key.state, "cooling");
+    assert_eq!((job.attempts, job.run_at), (1, enqueued_at));
 }
 
 #[tokio::test]
@@ -361,11 +391,8 @@ async fn configured_limits_mean_no_429s() {
     stop.cancel();
     worker.await.unwrap();
     let stats = rig.sim.stats();
-    assert_eq!(
-        (stats.total.rate_limited, stats.limit_exceeded),
-        (0, 0),
-        "{stats:?}"
-    );
+    assert_eq!(stats.total.rate_limited, 0, "{stats:?}");
+    // Over every request the sim received, refused or not.
     assert_eq!(rig.sim.windows_over_limit(), Default::default());
 }
 

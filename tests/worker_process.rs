@@ -1,19 +1,24 @@
 //! `genq worker` as real processes: several replicas drain one queue, a
-//! SIGKILLed worker loses nothing, SIGTERM finishes or releases in-flight jobs.
+//! SIGKILLed worker loses nothing, SIGTERM finishes or releases in-flight jobs,
+//! and a developer's `.env` never reaches the processes tests start.
 
 mod common;
 
+use common::rig::{genq, scratch_dir};
 use common::{TestDb, count_state, insert_jobs, wait_until};
 use serde_json::json;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `genq worker` child process, killed if the test ends early.
-struct WorkerProcess(Child);
+/// A `genq worker` child process in a scratch directory of its own, killed if the
+/// test ends early.
+struct WorkerProcess(Child, PathBuf);
 
 impl WorkerProcess {
     fn start(db: &TestDb, extra: &[&str]) -> WorkerProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_genq"))
+        let dir = scratch_dir("worker");
+        let child = genq(&dir)
             .args([
                 "worker",
                 "--provider",
@@ -29,7 +34,7 @@ impl WorkerProcess {
             .stdin(Stdio::null())
             .spawn()
             .expect("starting genq worker");
-        WorkerProcess(child)
+        WorkerProcess(child, dir)
     }
 
     fn signal(&self, signal: &str) {
@@ -60,6 +65,7 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -181,8 +187,9 @@ async fn sigterm_releases_jobs_still_running_after_the_grace_period() {
 #[tokio::test]
 async fn cli_submit_enqueues_and_refuses_bad_input() {
     let db = TestDb::new().await;
+    let dir = scratch_dir("submit");
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_genq"))
+        genq(&dir)
             .arg("submit")
             .args(args)
             .env("DATABASE_URL", &db.url)
@@ -247,4 +254,78 @@ async fn cli_submit_enqueues_and_refuses_bad_input() {
         .await
         .unwrap();
     assert_eq!(total, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Set only in the copy of this test binary that
+/// `a_dotenv_where_the_tests_run_is_never_read_by_their_processes` starts.
+const INSIDE_A_DIR_WITH_A_DOTENV: &str = "GENQ_TEST_INSIDE_A_DIR_WITH_A_DOTENV";
+
+/// A `.env` that would stop any genq worker that read it.
+const POISONED_DOTENV: &str = "GENQ_LEASE_SECS=read-from-dotenv\n";
+
+#[tokio::test]
+async fn a_dotenv_where_the_tests_run_is_never_read_by_their_processes() {
+    if std::env::var_os(INSIDE_A_DIR_WITH_A_DOTENV).is_some() {
+        return;
+    }
+    let db = TestDb::new().await;
+    let dir = scratch_dir("dotenv");
+    std::fs::write(dir.join(".env"), POISONED_DOTENV).unwrap();
+    // The control: genq started in that directory does read it, and refuses to start.
+    let control = Command::new(env!("CARGO_BIN_EXE_genq"))
+        .args(["worker", "--provider", "noop"])
+        .env("DATABASE_URL", &db.url)
+        .env_remove("GENQ_LEASE_SECS")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&control.stderr);
+    assert!(
+        !control.status.success() && stderr.contains("read-from-dotenv"),
+        "genq did not read the .env in its directory: {stderr}"
+    );
+    // This test binary, run from that directory (as `cargo test` is run from a
+    // checkout holding a developer's .env), starts its workers and they work.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "workers_started_from_a_directory_with_a_dotenv_ignore_it",
+            "--nocapture",
+        ])
+        .env(INSIDE_A_DIR_WITH_A_DOTENV, "1")
+        .env_remove("GENQ_LEASE_SECS")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs only inside `a_dotenv_where_the_tests_run_is_never_read_by_their_processes`,
+/// whose directory holds [`POISONED_DOTENV`].
+#[tokio::test]
+async fn workers_started_from_a_directory_with_a_dotenv_ignore_it() {
+    if std::env::var_os(INSIDE_A_DIR_WITH_A_DOTENV).is_none() {
+        return;
+    }
+    let here = std::env::current_dir().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(here.join(".env")).unwrap(),
+        POISONED_DOTENV
+    );
+    let db = TestDb::new().await;
+    insert_jobs(&db.pool, 1, json!({})).await;
+    let mut worker = WorkerProcess::start(&db, &[]);
+    wait_until(Duration::from_secs(20), "the job to succeed", || {
+        let exited = worker.0.try_wait().unwrap();
+        assert!(exited.is_none(), "the worker exited: {exited:?}");
+        async { count_state(&db.pool, "succeeded").await == 1 }
+    })
+    .await;
 }

@@ -109,13 +109,28 @@ impl Scratch {
 }
 
 /// A `genq worker` process; SIGTERM and wait on drop.
-pub struct WorkerProcess(pub Child);
+pub struct WorkerProcess(pub Child, std::path::PathBuf);
 
 impl WorkerProcess {
-    /// Starts `genq worker` with `args` and extra environment against `url`.
+    /// Starts `genq worker` with `args` and extra environment against `url`, in an empty
+    /// directory of its own so `dotenvy` (which looks in the current directory and its
+    /// ancestors) reads no developer's `.env` into what is measured.
     pub fn start(url: &str, args: &[&str], env: &[(&str, String)]) -> WorkerProcess {
+        let dir = std::env::temp_dir().join(format!(
+            "genq-bench-worker-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("creating the worker's directory");
+        if let Some(found) = dir.ancestors().map(|d| d.join(".env")).find(|f| f.exists()) {
+            panic!(
+                "{} would be read by the benchmark's workers",
+                found.display()
+            );
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_genq"));
-        cmd.arg("worker")
+        cmd.current_dir(&dir)
+            .arg("worker")
             .args(args)
             .env("DATABASE_URL", url)
             .env("RUST_LOG", "warn")
@@ -126,7 +141,7 @@ impl WorkerProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        WorkerProcess(cmd.spawn().expect("starting genq worker"))
+        WorkerProcess(cmd.spawn().expect("starting genq worker"), dir)
     }
 
     /// Peak resident memory so far (VmHWM), in KiB.
@@ -154,6 +169,7 @@ impl Drop for WorkerProcess {
             .args(["-TERM", &self.0.id().to_string()])
             .status();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 

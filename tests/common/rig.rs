@@ -137,11 +137,40 @@ pub async fn serve_sim(sim: &Sim) -> (String, CancellationToken) {
     (base_url, stop)
 }
 
+/// The `genq` binary as tests run it: in `dir`, so `dotenvy` (which looks in the current
+/// directory and its ancestors) never reads a developer's `.env` into the process. Panics if
+/// `dir` or an ancestor holds a `.env`, rather than let one change what the test runs.
+pub fn genq(dir: &std::path::Path) -> std::process::Command {
+    if let Some(found) = dotenv_above(dir) {
+        panic!(
+            "{} would be read by genq started in {}: tests run genq where no .env is",
+            found.display(),
+            dir.display()
+        );
+    }
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genq"));
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// The first `.env` in `dir` or an ancestor: the file `dotenvy::dotenv()` would read there.
+pub fn dotenv_above(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    dir.ancestors().map(|d| d.join(".env")).find(|f| f.exists())
+}
+
+/// A fresh, empty scratch directory under the system's temp dir.
+pub fn scratch_dir(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("genq-{label}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A `genq worker` process against `db_url` and the sim at `base_url`, with
-/// `dir/keys.toml` as its keys file and `dir/out` for images.
+/// `dir/keys.toml` as its keys file and `dir/out` for images, started in `dir`
+/// (see [`genq`]).
 pub fn worker_process(db_url: &str, base_url: &str, dir: &std::path::Path) -> super::ChildGuard {
     super::ChildGuard(
-        std::process::Command::new(env!("CARGO_BIN_EXE_genq"))
+        genq(dir)
             .args(["worker", "--concurrency", "4", "--poll-ms", "100"])
             .env("DATABASE_URL", db_url)
             .env("OPENAI_BASE_URL", base_url)
@@ -177,4 +206,11 @@ pub fn consecutive_429s(log: &[RequestRecord]) -> usize {
         last.insert(&r.key_id, r.status);
     }
     pairs
+}
+
+/// The wall-clock time of instant `ns` on the sim's clock, read through `r` (which arrived
+/// at `r.at`, i.e. `r.arrived_ns`): to compare the sim's deadlines with database times.
+pub fn sim_instant_at(r: &RequestRecord, ns: u64) -> chrono::DateTime<chrono::Utc> {
+    let offset = i64::try_from(ns).unwrap() - i64::try_from(r.arrived_ns).unwrap();
+    r.at + chrono::Duration::nanoseconds(offset)
 }
