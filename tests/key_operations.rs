@@ -152,6 +152,29 @@ async fn a_key_disabled_by_an_operator_gets_nothing_until_enabled() {
 }
 
 #[tokio::test]
+async fn a_worker_started_with_a_disabled_key_serves_with_the_others() {
+    // The first key was disabled before this worker ever used it (by an
+    // operator, or by another replica's quota answer): it never answers, so
+    // it must not hold the other new keys back as the one first request.
+    let rig = Rig::new(vec![SimKey::new("sk-a", 600), SimKey::new("sk-b", 600)]).await;
+    let provider = rig.provider(keys(&[("a", "sk-a"), ("b", "sk-b")]));
+    provider.register_keys().await.unwrap();
+    genq_keys(&rig.db.url, &["disable", "a", "--reason", "out of quota"]);
+    insert_jobs(&rig.db.pool, 3, json!({})).await;
+    let (worker, stop) = rig.worker_with(provider, 2).await;
+    wait_until(Duration::from_secs(20), "the jobs, on b", || async {
+        count_state(&rig.db.pool, "succeeded").await == 3
+    })
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+    assert!(
+        rig.log_for(&sim_id("sk-a")).is_empty(),
+        "a disabled key was used"
+    );
+}
+
+#[tokio::test]
 async fn reset_never_drops_a_key_out_of_rotation() {
     let rig = Rig::new(vec![SimKey::new("sk-a", 600), SimKey::new("sk-b", 600)]).await;
     let (worker, stop) = rig.worker(keys(&[("a", "sk-a"), ("b", "sk-b")]), 2).await;

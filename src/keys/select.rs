@@ -436,6 +436,14 @@ impl Keyring {
                 Ok((key, bucket, found.slots, found.interval.unwrap_or_default()))
             }
             (None, Some(at)) => Err(NoSlot::Until(at)),
+            // The new key chosen for the first request cannot serve
+            // (disabled, or blocked for this model, before this process
+            // used it): it will never answer, so it must not hold the other
+            // new keys back. Count it as known and look again at once.
+            (None, None) if let Some(i) = probe => {
+                self.answered.lock().expect("answered lock").insert(i);
+                Err(NoSlot::Until(Duration::ZERO))
+            }
             // A new key's first answer is still to come: look again soon.
             (None, None) if self.has_new_key(model) => Err(NoSlot::Until(PROBE_WAIT)),
             (None, None) => Err(NoSlot::AllDisabled),
