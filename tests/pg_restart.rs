@@ -78,7 +78,8 @@ async fn restart(pg: &Arc<EmbeddedPg>, mode: ShutdownMode) {
 struct Answers {
     /// (prompt, HTTP status) of every images request the sim answered.
     all: Mutex<Vec<(String, u16)>>,
-    /// Answers the gate is holding (or held) back from genq, by prompt.
+    /// Successful (200) answers the gate is holding (or held) back from
+    /// genq, by prompt.
     held: Mutex<Vec<String>>,
     /// While true, answers are held after the sim made them and before
     /// genq reads them: those calls are in flight for as long as it is closed.
@@ -122,7 +123,9 @@ async fn serve_sim_noting_prompts(sim: &Sim) -> (String, Arc<Answers>, Cancellat
             noted.all.lock().unwrap().push((prompt.clone(), status));
             let mut closed = noted.closed.subscribe();
             if *closed.borrow_and_update() {
-                noted.held.lock().unwrap().push(prompt);
+                if status == 200 {
+                    noted.held.lock().unwrap().push(prompt);
+                }
                 let _ = closed.wait_for(|closed| !closed).await;
             }
             resp
@@ -227,7 +230,7 @@ async fn workers_ride_out_fast_and_immediate_postgres_restarts_under_load() {
     let good = ["sk-pg-0", "sk-pg-1"];
     let slow = "sk-pg-slow";
     let mut sim_keys: Vec<SimKey> = good.iter().map(|s| SimKey::new(*s, 600)).collect();
-    // genq is told 600/min; the provider allows 3/min, so it answers 429
+    // genq is told 60/min; the provider allows 3/min, so it answers 429
     // with a Retry-After of up to 20 s.
     sim_keys.push(SimKey {
         send_ratelimit_headers: false,
@@ -250,7 +253,7 @@ async fn workers_ride_out_fast_and_immediate_postgres_restarts_under_load() {
         ));
     }
     toml.push_str(&format!(
-        "[[keys]]\nname = \"slow\"\nsecret = \"{slow}\"\n[keys.limits.\"*\"]\nrequests_per_minute = 600\n"
+        "[[keys]]\nname = \"slow\"\nsecret = \"{slow}\"\n[keys.limits.\"*\"]\nrequests_per_minute = 60\n"
     ));
     std::fs::write(dir.join("keys.toml"), toml).unwrap();
 
