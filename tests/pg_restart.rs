@@ -213,6 +213,36 @@ async fn settled_cooldown_under_load(pool: &PgPool, sim: &Sim, slow_id: &str) ->
     }
 }
 
+/// Waits until every job succeeded; on timeout, names the jobs that did not
+/// and who holds them.
+async fn all_succeeded(pool: &PgPool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT count(*) FROM genq.jobs WHERE state = 'succeeded'")
+                .fetch_one(pool)
+                .await
+                .ok();
+        if done == Some(JOBS) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let stuck: Vec<(String, String, Option<String>, i32, Option<DateTime<Utc>>)> =
+                sqlx::query_as(
+                    "SELECT prompt, state, locked_by, attempts, lease_expires_at FROM genq.jobs
+                      WHERE state <> 'succeeded' ORDER BY prompt LIMIT 20",
+                )
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            panic!(
+                "{done:?} of {JOBS} jobs succeeded; not (prompt, state, locked_by, attempts, lease): {stuck:#?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One restart as the test saw it.
 #[derive(Debug)]
 struct Restart {
@@ -321,13 +351,7 @@ async fn workers_ride_out_fast_and_immediate_postgres_restarts_under_load() {
         });
     }
 
-    wait_until(Duration::from_secs(90), "every job to succeed", || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM genq.jobs WHERE state = 'succeeded'")
-            .fetch_one(&pool)
-            .await
-            .is_ok_and(|n| n == JOBS)
-    })
-    .await;
+    all_succeeded(&pool).await;
     for (i, w) in workers.iter_mut().enumerate() {
         assert!(
             w.0.try_wait().unwrap().is_none(),
