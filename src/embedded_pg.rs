@@ -7,6 +7,10 @@
 //! The cluster listens on 127.0.0.1 on a free port, keeps its data in a
 //! temporary directory, and is stopped and deleted when the handle drops,
 //! or, if the process dies first, by a small watchdog process.
+//!
+//! [`EmbeddedPg::restart`] stops and starts the server in place (same port,
+//! same data), so the fault suite can take a real database away from running
+//! workers without touching any shared server.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,6 +31,26 @@ pub enum EmbeddedPgError {
     Step { step: &'static str, detail: String },
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// How [`EmbeddedPg::restart`] stops the server (`pg_ctl -m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Roll back open transactions, disconnect clients, checkpoint, exit.
+    Fast,
+    /// Kill every server process at once, no checkpoint: the next start
+    /// runs crash recovery, as after a power cut of the server alone.
+    Immediate,
+}
+
+impl ShutdownMode {
+    /// The value `pg_ctl -m` takes.
+    pub fn as_pg_ctl(self) -> &'static str {
+        match self {
+            ShutdownMode::Fast => "fast",
+            ShutdownMode::Immediate => "immediate",
+        }
+    }
 }
 
 /// A running private cluster. Dropping it stops the server and deletes its data.
@@ -90,6 +114,23 @@ impl EmbeddedPg {
                 .args(["-o", &opts, "-w", "-t", "60", "start"]),
         )?;
         Ok(pg)
+    }
+
+    /// Stops the server with `mode` and starts it again on the same port and
+    /// data (`pg_ctl restart -w`); returns once it accepts connections.
+    /// Clients connected before lose their connections.
+    pub fn restart(&self, mode: ShutdownMode) -> Result<(), EmbeddedPgError> {
+        // `-l` again: without it the new postmaster would write to our pipes.
+        // The server options come back from postmaster.opts.
+        self.run(
+            "pg_ctl restart",
+            self.pg_command("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(self.dir.join("server.log"))
+                .args(["-m", mode.as_pg_ctl(), "-w", "-t", "60", "restart"]),
+        )
     }
 
     /// A URL for the cluster's `postgres` database.
