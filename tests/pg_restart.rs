@@ -506,8 +506,6 @@ async fn embedded_pg_restart_drops_connections_and_keeps_data() {
 /// lock so that the write is in flight at that moment). genq must still not
 /// use the key before the end the provider announced.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: KeyHealth::cool (src/keys/health.rs) logs 'persisting a cooldown failed' and \
-            forgets the cooldown; the key is used again at once after the database returns"]
 async fn a_cooldown_cut_off_by_a_restart_is_not_forgotten() {
     let (pg, pool) = durable_cluster().await;
     let good = "sk-pg-good";

@@ -217,14 +217,9 @@ impl KeyHealth {
             status.unwrap_or(429),
             wait.as_secs_f64()
         );
-        let left =
-            match key_store::cool_down(&self.pool, key_id, bucket, wait, &reason, new_rpm).await {
-                Ok(left) => left,
-                Err(err) => {
-                    tracing::warn!(error = %err, "persisting a cooldown failed");
-                    wait
-                }
-            };
+        let left = self
+            .persist_cooldown(key_id, bucket, wait, &reason, new_rpm)
+            .await;
         tracing::info!(
             event = "key_cooldown",
             key_id,
@@ -233,6 +228,37 @@ impl KeyHealth {
             "key cooling down"
         );
         Cooled { left, reason }
+    }
+
+    /// Writes a cooldown so every replica, and this one after a restart,
+    /// honours it. A write cut off (the database restarting) is tried again
+    /// for as long as the wait lasts, each time for what is left of it: a
+    /// cooldown that was never stored would let the key be sent to early.
+    async fn persist_cooldown(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        wait: Duration,
+        reason: &str,
+        new_rpm: Option<f64>,
+    ) -> Duration {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let left = wait.saturating_sub(started.elapsed());
+            match key_store::cool_down(&self.pool, key_id, bucket, left, reason, new_rpm).await {
+                Ok(stored) => return stored,
+                Err(err) if err.is_transient() && started.elapsed() + pause < wait => {
+                    tracing::warn!(error = %err, retry_in = ?pause, "persisting a cooldown failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "persisting a cooldown failed");
+                    return left;
+                }
+            }
+        }
     }
 
     /// Learns limits the provider announced in its headers.
