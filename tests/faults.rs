@@ -12,7 +12,7 @@ use genq::provider::noop::NoopProvider;
 use genq::sim::SimKey;
 use genq::worker::{Worker, WorkerConfig};
 use serde_json::json;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +20,7 @@ use common::ChildGuard as Proc;
 
 fn worker_process(db: &TestDb, extra: &[&str]) -> Proc {
     Proc(
-        Command::new(env!("CARGO_BIN_EXE_genq"))
+        common::rig::genq(&common::rig::scratch_dir("faults"))
             .args([
                 "worker",
                 "--provider",
@@ -35,8 +35,6 @@ fn worker_process(db: &TestDb, extra: &[&str]) -> Proc {
             .args(extra)
             .env("DATABASE_URL", &db.url)
             .env("RUST_LOG", "error")
-            // Not the checkout: a developer's `.env` there must not reach the worker.
-            .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())
             .spawn()
             .unwrap(),

@@ -13,7 +13,7 @@ use common::rig::{Rig, keys};
 use common::{count_state, wait_until};
 use genq::job::NewJob;
 use genq::sim::SimKey;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -93,11 +93,10 @@ async fn a_tls_failure_names_tls() {
 
 fn genq_jobs_list(database_url: &str) -> (std::process::Output, Duration) {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_genq"))
+    let out = common::rig::genq(&common::rig::scratch_dir("root-cause"))
         .args(["jobs", "list"])
         .env("DATABASE_URL", database_url)
         .env("RUST_BACKTRACE", "0")
-        .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .output()
         .unwrap();

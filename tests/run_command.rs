@@ -4,7 +4,7 @@
 mod common;
 
 use common::TestDb;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::ChildGuard as Proc;
@@ -33,7 +33,7 @@ async fn get_when_up(url: &str) -> String {
 
 fn genq(db: &TestDb, args: &[&str]) -> Proc {
     Proc(
-        Command::new(env!("CARGO_BIN_EXE_genq"))
+        common::rig::genq(&common::rig::scratch_dir("run-command"))
             .args(args)
             .env("DATABASE_URL", &db.url)
             .env("RUST_LOG", "warn")
@@ -100,7 +100,7 @@ async fn run_serves_the_api_and_works_the_jobs() {
 #[tokio::test]
 async fn run_refuses_to_listen_beyond_loopback_without_a_token() {
     let db = TestDb::new().await;
-    let out = Command::new(env!("CARGO_BIN_EXE_genq"))
+    let out = common::rig::genq(&common::rig::scratch_dir("run-command"))
         .args(["run", "--provider", "noop", "--listen", "0.0.0.0:0"])
         .env("DATABASE_URL", &db.url)
         .env_remove("GENQ_API_TOKEN")

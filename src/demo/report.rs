@@ -70,7 +70,9 @@ pub(super) async fn summarize(env: &Environment, elapsed: Duration) -> Result<De
         unfinished: count(JobState::Queued) + count(JobState::Running),
         provider_requests: stats.total.requests,
         rate_limited: stats.total.rate_limited,
-        over_limit: stats.limit_exceeded,
+        // Every request the sim received, not only those it admitted: a
+        // request sent too early counts even when it was refused.
+        over_limit: env.sim.windows_over_limit().values().sum(),
         disabled_keys: keys
             .iter()
             .filter(|k| k.state == "disabled")
@@ -81,12 +83,20 @@ pub(super) async fn summarize(env: &Environment, elapsed: Duration) -> Result<De
     })
 }
 
+/// PNG files of each job's latest attempt (`<job id>/<attempt>/<n>.png`).
 fn count_pngs(dir: &Path) -> usize {
     let Ok(jobs) = std::fs::read_dir(dir) else {
         return 0;
     };
     jobs.flatten()
-        .filter_map(|job| std::fs::read_dir(job.path()).ok())
+        .filter_map(|job| {
+            std::fs::read_dir(job.path())
+                .ok()?
+                .flatten()
+                .filter_map(|a| Some((a.file_name().to_str()?.parse::<u32>().ok()?, a.path())))
+                .max()
+        })
+        .filter_map(|(_, attempt)| std::fs::read_dir(attempt).ok())
         .flat_map(|files| files.flatten())
         .filter(|f| f.path().extension().is_some_and(|e| e == "png"))
         .count()
@@ -114,7 +124,7 @@ pub(super) fn render(s: &DemoSummary, output: &Path, keys: &[KeyStatus]) -> Stri
         out.push_str(&format!("unfinished: {} (timed out)\n", s.unfinished));
     }
     out.push_str(&format!(
-        "provider requests: {}   429s: {} ({:.1}%)   answers over a key's limit: {}\n",
+        "provider requests: {}   429s: {} ({:.1}%)   requests over a key's limit: {}\n",
         s.provider_requests,
         s.rate_limited,
         100.0 * s.rate_limited as f64 / s.provider_requests.max(1) as f64,
