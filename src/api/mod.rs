@@ -12,6 +12,7 @@
 //! capped at [`BODY_LIMIT`] and requests at [`REQUEST_TIMEOUT`].
 
 pub mod auth;
+pub mod cursor;
 pub mod error;
 pub mod health;
 pub mod jobs;
@@ -35,8 +36,10 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{check_listen, check_metrics_listen, metrics_need_token};
 pub use error::{ApiError, ApiJson};
 
-/// Largest request body accepted (64 KiB).
-pub const BODY_LIMIT: usize = 64 * 1024;
+/// Largest request body accepted (512 KiB): room for the largest valid job,
+/// a 32,000-character prompt even if every character is written as a JSON
+/// surrogate-pair escape (12 bytes), plus its params.
+pub const BODY_LIMIT: usize = 512 * 1024;
 /// Longest a request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -23,20 +23,28 @@ pub struct ListFilter {
     pub since: Option<DateTime<Utc>>,
     /// At most this many jobs.
     pub limit: i64,
+    /// Only jobs after this one in list order (`(created_at, id)` below it):
+    /// the keyset a page's last job gives for the next page.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
-/// Jobs matching `filter`, newest first.
+/// Jobs matching `filter`, newest first (`created_at DESC, id DESC`, a
+/// total order, so keyset pages see each job exactly once).
 pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Job>, StoreError> {
     const LIST: &str = "
         SELECT * FROM genq.jobs
          WHERE ($1::text IS NULL OR state = $1)
            AND ($2::timestamptz IS NULL OR created_at >= $2)
-         ORDER BY created_at DESC, id
+           AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+         ORDER BY created_at DESC, id DESC
          LIMIT $3";
+    let (after_at, after_id) = filter.after.unzip();
     Ok(sqlx::query_as(LIST)
         .bind(filter.state.map(JobState::as_str))
         .bind(filter.since)
         .bind(filter.limit)
+        .bind(after_at)
+        .bind(after_id)
         .fetch_all(pool)
         .await?)
 }
