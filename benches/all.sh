@@ -22,12 +22,13 @@ for p in 1 2; do
 done
 bench throughput concurrency=1024
 bench throughput concurrency=64 batch=64
-# Pickup, memory, claim plan
+# Pickup, memory, claim plan, /metrics scrape
 bench pickup
 bench memory
 bench memory provider=sim jobs=32
 bench memory provider=sim jobs=32 image_mib=100000
 bench plan
+bench metrics
 [ "${1:-}" = quick ] && exit 0
 # Paced by rate limits (the sim allows no burst)
 for p in 1 2 4; do bench goodput processes=$p jobs=300; done

@@ -3,7 +3,7 @@
 //! Validation lives here so every way in (SQL aside, which the table's CHECKs
 //! guard) refuses the same bad input with the same message.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -166,6 +166,56 @@ impl NewJob {
     }
 }
 
+/// `t` as PostgreSQL keeps it (microseconds).
+fn stored(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(chrono::TimeDelta::microseconds(1))
+        .unwrap_or(t)
+}
+
+impl NewJob {
+    /// The fields in which `existing` is not the job this request describes,
+    /// for a repeated idempotency key: empty when it is the same job.
+    /// Omitted fields mean their defaults (queue `default`, model
+    /// `gpt-image-2`, params `{}`, priority 0, max_attempts 5, no
+    /// expires_at), except `run_at`: compared only when given, and only
+    /// before the job's first attempt (retries move it).
+    pub fn differences(&self, existing: &Job) -> Vec<&'static str> {
+        let mut differs = Vec::new();
+        let empty = Value::Object(Default::default());
+        let rows: [(&'static str, bool); 8] = [
+            ("queue", self.queue() == existing.queue),
+            ("model", self.model() == existing.model),
+            ("prompt", self.prompt == existing.prompt),
+            (
+                "params",
+                *self.params.as_ref().unwrap_or(&empty) == existing.params,
+            ),
+            ("priority", self.priority.unwrap_or(0) == existing.priority),
+            (
+                "max_attempts",
+                self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) == existing.max_attempts,
+            ),
+            (
+                "run_at",
+                match self.run_at {
+                    Some(run_at) if existing.attempts == 0 => stored(run_at) == existing.run_at,
+                    _ => true,
+                },
+            ),
+            (
+                "expires_at",
+                self.expires_at.map(stored) == existing.expires_at,
+            ),
+        ];
+        for (field, same) in rows {
+            if !same {
+                differs.push(field);
+            }
+        }
+        differs
+    }
+}
+
 /// A job row as the queue holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Job {
@@ -277,6 +327,131 @@ mod tests {
             assert!(err.0.contains(want), "{job:?}: got {err}, want {want}");
         }
         assert_eq!(NewJob::new("a red fox").validate(), Ok(()));
+    }
+
+    fn stored_job(attempts: i32) -> Job {
+        let at = "2030-01-01T00:00:00.123456Z".parse().unwrap();
+        Job {
+            id: Uuid::nil(),
+            queue: "default".into(),
+            model: DEFAULT_MODEL.into(),
+            prompt: "fox".into(),
+            params: serde_json::json!({"size": "1024x1024", "n": 1}),
+            priority: 0,
+            state: JobState::Queued,
+            run_at: at,
+            attempts,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            idempotency_key: Some("k".into()),
+            result: None,
+            last_error: None,
+            locked_by: None,
+            lease_expires_at: None,
+            expires_at: None,
+            created_at: at,
+            updated_at: at,
+            started_at: None,
+            finished_at: None,
+            seq: 1,
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_the_same_job_only_with_the_same_body() {
+        let base = NewJob {
+            params: Some(serde_json::json!({"n": 1, "size": "1024x1024"})),
+            idempotency_key: Some("k".into()),
+            ..NewJob::new("fox")
+        };
+        let later: DateTime<Utc> = "2031-01-01T00:00:00Z".parse().unwrap();
+        // (request, attempts so far, fields that differ)
+        let rows: Vec<(NewJob, i32, Vec<&str>)> = vec![
+            (base.clone(), 0, vec![]),
+            (
+                NewJob {
+                    queue: Some("default".into()),
+                    model: Some(DEFAULT_MODEL.into()),
+                    priority: Some(0),
+                    max_attempts: Some(5),
+                    ..base.clone()
+                },
+                0,
+                vec![],
+            ),
+            (
+                NewJob {
+                    run_at: Some("2030-01-01T00:00:00.123456789Z".parse().unwrap()),
+                    ..base.clone()
+                },
+                0,
+                vec![],
+            ),
+            (
+                NewJob {
+                    prompt: "wolf".into(),
+                    ..base.clone()
+                },
+                0,
+                vec!["prompt"],
+            ),
+            (
+                NewJob {
+                    params: None,
+                    ..base.clone()
+                },
+                0,
+                vec!["params"],
+            ),
+            (
+                NewJob {
+                    queue: Some("bulk".into()),
+                    priority: Some(3),
+                    ..base.clone()
+                },
+                0,
+                vec!["queue", "priority"],
+            ),
+            (
+                NewJob {
+                    model: Some("gpt-image-1".into()),
+                    max_attempts: Some(2),
+                    ..base.clone()
+                },
+                0,
+                vec!["model", "max_attempts"],
+            ),
+            (
+                NewJob {
+                    run_at: Some(later),
+                    ..base.clone()
+                },
+                0,
+                vec!["run_at"],
+            ),
+            (
+                NewJob {
+                    run_at: Some(later),
+                    ..base.clone()
+                },
+                1,
+                vec![],
+            ),
+            (
+                NewJob {
+                    expires_at: Some(later),
+                    ..base.clone()
+                },
+                0,
+                vec!["expires_at"],
+            ),
+        ];
+        for (request, attempts, want) in rows {
+            assert_eq!(
+                request.differences(&stored_job(attempts)),
+                want,
+                "{request:?}"
+            );
+        }
     }
 
     #[test]

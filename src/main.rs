@@ -176,6 +176,13 @@ struct WorkerArgs {
     /// Serve this worker's /metrics on this address (workers without `serve`).
     #[arg(long, env = "GENQ_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// `/metrics` needs `Authorization: Bearer <GENQ_API_TOKEN>` when it listens beyond loopback.
+    #[arg(long, env = "GENQ_METRICS_REQUIRE_TOKEN", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    metrics_require_token: bool,
+    /// If set, HTTP requests need `Authorization: Bearer <token>` (`genq run`'s
+    /// API; a worker's /metrics with GENQ_METRICS_REQUIRE_TOKEN).
+    #[arg(long, env = "GENQ_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// Lease length in seconds; a job whose worker stops renewing it runs again after this.
     #[arg(long, env = "GENQ_LEASE_SECS", default_value_t = 60.0)]
     lease_secs: f64,
@@ -206,12 +213,9 @@ struct WorkerArgs {
 struct RunArgs {
     #[command(flatten)]
     worker: WorkerArgs,
-    /// HTTP address. Beyond loopback a token is required.
+    /// HTTP address. Beyond loopback a token (GENQ_API_TOKEN) is required.
     #[arg(long, env = "GENQ_LISTEN", default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
-    /// If set, requests need `Authorization: Bearer <token>`.
-    #[arg(long, env = "GENQ_API_TOKEN", hide_env_values = true)]
-    api_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -300,7 +304,7 @@ async fn worker(args: WorkerArgs) -> Result<()> {
     let pool = worker_pool(&args).await?;
     let shutdown = shutdown_on_signal();
     let metrics = match args.metrics_listen {
-        Some(addr) => Some(serve_metrics(addr, pool.clone(), shutdown.clone()).await?),
+        Some(addr) => Some(serve_metrics(addr, &args, pool.clone(), shutdown.clone()).await?),
         None => None,
     };
     run_worker(pool, args, shutdown).await?;
@@ -312,8 +316,16 @@ async fn worker(args: WorkerArgs) -> Result<()> {
 
 /// `genq run`: the HTTP API and a worker in one process, one shutdown.
 async fn run(args: RunArgs) -> Result<()> {
-    let token = args.api_token.filter(|t| !t.trim().is_empty());
+    let token = args
+        .worker
+        .api_token
+        .clone()
+        .filter(|t| !t.trim().is_empty());
+    let require = args.worker.metrics_require_token;
     genq::api::check_listen(args.listen, token.as_deref()).map_err(anyhow::Error::msg)?;
+    genq::api::check_metrics_listen(args.listen, token.as_deref(), require)
+        .map_err(anyhow::Error::msg)?;
+    let metrics_need_token = genq::api::metrics_need_token(args.listen, require);
     let pool = worker_pool(&args.worker).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -322,7 +334,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let shutdown = shutdown_on_signal();
     let api = tokio::spawn(genq::api::serve(
         listener,
-        genq::api::ApiState::new(pool.clone(), token),
+        genq::api::ApiState::new(pool.clone(), token).with_metrics_token(metrics_need_token),
         shutdown.clone(),
     ));
     let worked = run_worker(pool, args.worker, shutdown.clone()).await;
@@ -342,14 +354,20 @@ async fn worker_pool(args: &WorkerArgs) -> Result<sqlx::PgPool> {
 /// A worker's own `/metrics` (and `/healthz`), for replicas that run without `serve`.
 async fn serve_metrics(
     addr: std::net::SocketAddr,
+    args: &WorkerArgs,
     pool: sqlx::PgPool,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let token = args.api_token.clone().filter(|t| !t.trim().is_empty());
+    genq::api::check_metrics_listen(addr, token.as_deref(), args.metrics_require_token)
+        .map_err(|e| anyhow::anyhow!("GENQ_METRICS_LISTEN: {e}"))?;
+    let needed = genq::api::metrics_need_token(addr, args.metrics_require_token);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr} (GENQ_METRICS_LISTEN)"))?;
-    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-    let app = genq::api::metrics_router(genq::api::ApiState::new(pool, None));
+    tracing::info!(addr = %listener.local_addr()?, auth = needed, "metrics listening");
+    let app =
+        genq::api::metrics_router(genq::api::ApiState::new(pool, token).with_metrics_token(needed));
     Ok(tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

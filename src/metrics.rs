@@ -14,13 +14,23 @@
 //! | `genq_queue_jobs` | gauge | `queue`, `model`, `state` |
 //! | `genq_queue_oldest_due_age_seconds` | gauge | `queue`, `model` |
 //! | `genq_queue_waiting_jobs` | gauge | `queue`, `model`, `reason` (disabled, cooling: every key serving the model is) |
+//! | `genq_queue_finished_count_age_seconds` | gauge | (age of the finished states' counts) |
 //! | `genq_keys` | gauge | `state` |
 //! | `genq_key_cooldown_seconds` | gauge | `key_id` (remaining) |
+//!
+//! The database gauges live in [`gauges`] (they read 0 once emptied, and
+//! stay cheap with millions of finished jobs); queue and model names are
+//! bounded by [`labels`] (safe characters, at most 64 long, at most 50
+//! (queue, model) pairs and 50 models, the rest as `other`).
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sqlx::PgPool;
 use std::sync::OnceLock;
+
+pub mod gauges;
+pub mod labels;
+
+pub use gauges::DbGauges;
 
 use crate::store::StoreError;
 
@@ -48,46 +58,17 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// The Prometheus text: database gauges refreshed, then everything counted.
-pub async fn render(pool: &PgPool) -> Result<String, StoreError> {
+/// The Prometheus text: the database gauges of `gauges`, then everything
+/// this process counted.
+pub async fn render(gauges: &DbGauges) -> Result<String, StoreError> {
     let handle = install();
-    for stat in crate::store::inspect::queue_stats(pool).await? {
-        let labels = [
-            ("queue", stat.queue.clone()),
-            ("model", stat.model.clone()),
-            ("state", stat.state.as_str().to_string()),
-        ];
-        gauge!("genq_queue_jobs", &labels).set(stat.jobs as f64);
-        if stat.state == crate::job::JobState::Queued {
-            // Queued jobs that wait because no key can serve their model, by why.
-            let why = stat.waiting.as_deref().map(|w| {
-                if w.contains(" is disabled") {
-                    "disabled"
-                } else {
-                    "cooling"
-                }
-            });
-            for reason in ["disabled", "cooling"] {
-                let n = if why == Some(reason) { stat.jobs } else { 0 };
-                gauge!("genq_queue_waiting_jobs", "queue" => stat.queue.clone(), "model" => stat.model.clone(), "reason" => reason)
-                    .set(n as f64);
-            }
-        }
-        if let Some(age) = stat.oldest_queued_age_s {
-            gauge!("genq_queue_oldest_due_age_seconds", "queue" => stat.queue, "model" => stat.model).set(age);
-        }
-    }
-    let keys = crate::store::keys::list(pool).await?;
-    for state in ["active", "cooling", "disabled"] {
-        let n = keys.iter().filter(|k| k.state == state).count();
-        gauge!("genq_keys", "state" => state).set(n as f64);
-    }
-    for key in &keys {
-        gauge!("genq_key_cooldown_seconds", "key_id" => key.id.clone())
-            .set(key.cooldown_remaining_secs.unwrap_or(0.0));
-    }
-    Ok(handle.render())
+    let mut text = gauges.render().await?;
+    text.push_str(&handle.render());
+    Ok(text)
 }
+
+/// Model names on counters: the first [`labels::MAX_MODELS`] seen keep theirs.
+static MODELS: labels::Admitted = labels::Admitted::new(labels::MAX_MODELS);
 
 /// A job left a worker's hands: how, and (if final) how long since it was created.
 pub fn job_finished(outcome: &'static str, end_to_end_secs: Option<f64>) {
@@ -104,7 +85,7 @@ pub fn job_claimed(wait_secs: f64) {
 
 /// One provider request and what came of it.
 pub fn provider_request(key_id: &str, model: &str, outcome: &'static str) {
-    let (key_id, model) = (key_id.to_string(), model.to_string());
+    let (key_id, model) = (labels::sanitize(key_id), MODELS.label(model));
     counter!("genq_provider_requests_total", "key_id" => key_id.clone(), "model" => model.clone(), "outcome" => outcome)
         .increment(1);
     if outcome == "rate_limited" {
@@ -115,5 +96,5 @@ pub fn provider_request(key_id: &str, model: &str, outcome: &'static str) {
 
 /// No key could take a job of `model` now.
 pub fn waiting_for_capacity(model: &str) {
-    counter!("genq_jobs_waiting_for_capacity_total", "model" => model.to_string()).increment(1);
+    counter!("genq_jobs_waiting_for_capacity_total", "model" => MODELS.label(model)).increment(1);
 }

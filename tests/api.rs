@@ -73,6 +73,150 @@ async fn idempotent_resubmit_returns_the_first_job() {
 }
 
 #[tokio::test]
+async fn a_reused_idempotency_key_with_a_different_job_is_409() {
+    let api = Api::start(None).await;
+    let job =
+        json!({ "prompt": "a fox", "params": {"size": "1024x1024"}, "idempotency_key": "order-7" });
+    let (first, a) = api.post("/v1/jobs", job.clone()).await;
+    assert_eq!(first, StatusCode::CREATED, "{a}");
+    // The same job, with its defaults spelled out, is the same job.
+    let spelled = json!({ "prompt": "a fox", "params": {"size": "1024x1024"}, "queue": "default",
+        "model": "gpt-image-2", "priority": 0, "max_attempts": 5, "idempotency_key": "order-7" });
+    let (again, b) = api.post("/v1/jobs", spelled).await;
+    assert_eq!((again, &b["id"]), (StatusCode::OK, &a["id"]), "{b}");
+    // (change, fields named)
+    let changes = [
+        (json!({"prompt": "a wolf"}), "different prompt"),
+        (json!({"params": {"size": "1536x1024"}}), "different params"),
+        (
+            json!({"priority": 9, "max_attempts": 2}),
+            "different priority, max_attempts",
+        ),
+        (json!({"queue": "bulk"}), "different queue"),
+        (
+            json!({"expires_at": "2099-01-01T00:00:00Z"}),
+            "different expires_at",
+        ),
+        (
+            json!({"run_at": "2099-01-01T00:00:00Z"}),
+            "different run_at",
+        ),
+    ];
+    for (change, want) in changes {
+        let mut body = job.clone();
+        for (k, v) in change.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let got = api.post("/v1/jobs", body).await;
+        assert_error(got.clone(), StatusCode::CONFLICT, want);
+        assert_error(got, StatusCode::CONFLICT, a["id"].as_str().unwrap());
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM genq.jobs")
+        .fetch_one(&api.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(total, 1);
+}
+
+#[tokio::test]
+async fn the_largest_valid_request_fits_the_body_limit() {
+    let api = Api::start(None).await;
+    let params = json!({"size": "1024x1024", "n": 1});
+    // 32,000 characters of 3 bytes (96,000 bytes), of 4 bytes, and as JSON escapes.
+    let cat = "猫".repeat(32_000);
+    let emoji = "😀".repeat(32_000);
+    for prompt in [&cat, &emoji] {
+        let (status, body) = api
+            .post("/v1/jobs", json!({ "prompt": prompt, "params": params }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().unwrap();
+        let (_, shown) = api.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(shown["job"]["prompt"].as_str(), Some(prompt.as_str()));
+    }
+    let escaped = format!(
+        "{{\"prompt\": \"{}\", \"params\": {params}}}",
+        "\\ud83d\\ude00".repeat(32_000)
+    );
+    let req = api
+        .req(reqwest::Method::POST, "/v1/jobs")
+        .header("content-type", "application/json")
+        .body(escaped);
+    let (status, body) = api.send(req).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // One character more is refused for its length, not its size.
+    assert_error(
+        api.post("/v1/jobs", json!({ "prompt": "猫".repeat(32_001) }))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "32000",
+    );
+}
+
+#[tokio::test]
+async fn listing_pages_past_the_newest_thousand_with_a_cursor() {
+    let api = Api::start(None).await;
+    // 2,345 jobs, many sharing one created_at (one INSERT), a few apart.
+    common::insert_jobs(&api.db.pool, 2_000, json!({})).await;
+    for i in 0..345 {
+        if i % 100 == 0 {
+            common::insert_jobs(&api.db.pool, 1, json!({})).await;
+        } else {
+            api.submit(&format!("job {i}")).await;
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = 0;
+    let mut path = "/v1/jobs?limit=1000".to_string();
+    loop {
+        let (status, body) = api.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        pages += 1;
+        for job in body["jobs"].as_array().unwrap() {
+            assert!(
+                seen.insert(job["id"].as_str().unwrap().to_string()),
+                "seen twice: {job}"
+            );
+        }
+        match body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/jobs?limit=1000&cursor={cursor}"),
+            None => break,
+        }
+        // A job enqueued meanwhile is newer than the cursor: not on later pages.
+        if pages == 1 {
+            api.submit("late").await;
+        }
+    }
+    assert_eq!((seen.len(), pages), (2_345, 3));
+    // With a state filter too.
+    let (_, body) = api.get("/v1/jobs?state=queued&limit=2").await;
+    let cursor = body["next_cursor"].as_str().unwrap();
+    let (_, next) = api
+        .get(&format!("/v1/jobs?state=queued&limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(next["jobs"].as_array().unwrap().len(), 2);
+    assert_ne!(next["jobs"][0]["id"], body["jobs"][0]["id"]);
+    assert_error(
+        api.get("/v1/jobs?cursor=bogus").await,
+        StatusCode::BAD_REQUEST,
+        "pass next_cursor",
+    );
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_the_token() {
+    let db = common::TestDb::new().await;
+    let state = genq::api::ApiState::new(db.pool.clone(), Some(TOKEN.into()));
+    let shown = format!(
+        "{state:?} {:?} {:#?}",
+        state.clone().with_metrics_token(true),
+        state
+    );
+    assert!(!shown.contains(TOKEN), "{shown}");
+    assert!(shown.contains("token: Some(\"***\")"), "{shown}");
+}
+
+#[tokio::test]
 async fn bad_input_is_400_naming_the_problem() {
     let api = Api::start(None).await;
     let cases = [
@@ -119,11 +263,11 @@ async fn bad_input_is_400_naming_the_problem() {
         StatusCode::BAD_REQUEST,
         "not valid JSON",
     );
-    let big = json!({ "prompt": "x".repeat(70 * 1024) });
+    let big = json!({ "prompt": "x".repeat(520 * 1024) });
     assert_error(
         api.post("/v1/jobs", big).await,
         StatusCode::PAYLOAD_TOO_LARGE,
-        "64 KiB",
+        "512 KiB",
     );
     assert_error(
         api.get("/v1/jobs/not-a-uuid").await,

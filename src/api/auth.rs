@@ -1,5 +1,6 @@
 //! Bearer-token authentication (`GENQ_API_TOKEN`) and the rule that a
-//! server reachable beyond loopback must have a token.
+//! server reachable beyond loopback must have a token; `/metrics` too when
+//! `GENQ_METRICS_REQUIRE_TOKEN` asks for it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,42 @@ pub async fn require_token(
         }
     }
     next.run(request).await
+}
+
+/// Middleware for `/metrics`: like [`require_token`] when the state says
+/// `/metrics` needs the token, else open.
+pub async fn require_metrics_token(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !state.metrics_need_token {
+        return next.run(request).await;
+    }
+    require_token(State(state), request, next).await
+}
+
+/// Whether `/metrics` needs the token: `GENQ_METRICS_REQUIRE_TOKEN` is on
+/// and the listener is reachable beyond loopback (on loopback only this
+/// host can scrape it).
+pub fn metrics_need_token(listen: SocketAddr, require: bool) -> bool {
+    require && !listen.ip().is_loopback()
+}
+
+/// Refuses `GENQ_METRICS_REQUIRE_TOKEN` beyond loopback with no token to require.
+pub fn check_metrics_listen(
+    listen: SocketAddr,
+    token: Option<&str>,
+    require: bool,
+) -> Result<(), String> {
+    let has_token = token.is_some_and(|t| !t.trim().is_empty());
+    if !metrics_need_token(listen, require) || has_token {
+        return Ok(());
+    }
+    Err(format!(
+        "GENQ_METRICS_REQUIRE_TOKEN is set and {listen} is beyond loopback, but there is no \
+         GENQ_API_TOKEN to require; set GENQ_API_TOKEN (or --api-token)"
+    ))
 }
 
 /// The bearer token of a request, or what is wrong with its header.
@@ -95,6 +132,33 @@ mod tests {
         assert!(bearer(&headers).unwrap_err().contains("not of the form"));
         headers.insert(header::AUTHORIZATION, "bearer  abc ".parse().unwrap());
         assert_eq!(bearer(&headers), Ok("abc"));
+    }
+
+    #[test]
+    fn metrics_need_the_token_only_when_asked_and_reachable() {
+        let public: SocketAddr = "0.0.0.0:9090".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+        // (listen, GENQ_METRICS_REQUIRE_TOKEN, token, needs the token, starts)
+        let rows = [
+            (public, false, None, false, true),
+            (public, true, Some("t"), true, true),
+            (public, true, None, true, false),
+            (public, true, Some(" "), true, false),
+            (local, true, None, false, true),
+            (local, true, Some("t"), false, true),
+        ];
+        for (listen, require, token, needs, starts) in rows {
+            assert_eq!(
+                metrics_need_token(listen, require),
+                needs,
+                "{listen} {require}"
+            );
+            assert_eq!(
+                check_metrics_listen(listen, token, require).is_ok(),
+                starts,
+                "{listen} {require} {token:?}"
+            );
+        }
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Invalid(message) => ApiError::bad_request(message),
+            StoreError::Conflict(message) => ApiError::conflict(message),
             StoreError::Db(sqlx::Error::PoolTimedOut) => {
                 tracing::warn!("no database connection available within the timeout");
                 ApiError::new(

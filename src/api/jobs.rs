@@ -49,22 +49,33 @@ pub struct ListQuery {
     pub since: Option<String>,
     /// At most this many jobs (1 to [`MAX_LIST_LIMIT`], default [`DEFAULT_LIST_LIMIT`]).
     pub limit: Option<String>,
+    /// The previous page's `next_cursor`: the jobs after its last one.
+    pub cursor: Option<String>,
 }
 
-/// `GET /v1/jobs?state=failed&since=1h&limit=50`: `{"jobs": [...]}`, newest first.
+/// `GET /v1/jobs?state=failed&since=1h&limit=50&cursor=…`: `{"jobs": [...],
+/// "next_cursor": …}`, newest first. `next_cursor` is set when the page is
+/// full; passing it back (with the same filters) gives the next page, so
+/// every job is seen exactly once however many there are.
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request(format!(
-            "{}; the accepted parameters are state, since and limit",
+            "{}; the accepted parameters are state, since, limit and cursor",
             e.body_text()
         ))
     })?;
     let filter = list_filter(&query)?;
     let jobs = inspect::list(&state.pool, &filter).await?;
-    Ok(Json(json!({ "jobs": jobs })))
+    let next_cursor = match jobs.last() {
+        Some(last) if jobs.len() as i64 == filter.limit => {
+            Some(super::cursor::encode(last.created_at, last.id))
+        }
+        _ => None,
+    };
+    Ok(Json(json!({ "jobs": jobs, "next_cursor": next_cursor })))
 }
 
 fn list_filter(query: &ListQuery) -> Result<ListFilter, ApiError> {
@@ -94,10 +105,15 @@ fn list_filter(query: &ListQuery) -> Result<ListFilter, ApiError> {
                 ))
             })?,
     };
+    let after = match query.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(super::cursor::decode(c).map_err(ApiError::bad_request)?),
+    };
     Ok(ListFilter {
         state,
         since,
         limit,
+        after,
     })
 }
 

@@ -3,7 +3,8 @@
 //! Routes (see DESIGN.md): `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`,
 //! `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`, `GET /v1/keys` (all
 //! behind the bearer token when one is set) and `GET /healthz`, `GET /metrics`,
-//! `GET /openapi.json` (always open).
+//! `GET /openapi.json` (open; `/metrics` needs the token too with
+//! `GENQ_METRICS_REQUIRE_TOKEN` on a listener beyond loopback).
 //! Add new authenticated routes in [`authenticated_routes`] and new shared
 //! dependencies as fields of [`ApiState`].
 //!
@@ -11,6 +12,7 @@
 //! capped at [`BODY_LIMIT`] and requests at [`REQUEST_TIMEOUT`].
 
 pub mod auth;
+pub mod cursor;
 pub mod error;
 pub mod health;
 pub mod jobs;
@@ -31,28 +33,57 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::check_listen;
+pub use auth::{check_listen, check_metrics_listen, metrics_need_token};
 pub use error::{ApiError, ApiJson};
 
-/// Largest request body accepted (64 KiB).
-pub const BODY_LIMIT: usize = 64 * 1024;
+/// Largest request body accepted (512 KiB): room for the largest valid job,
+/// a 32,000-character prompt even if every character is written as a JSON
+/// surrogate-pair escape (12 bytes), plus its params.
+pub const BODY_LIMIT: usize = 512 * 1024;
 /// Longest a request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiState {
     /// The queue's database.
     pub pool: PgPool,
     /// When set, `/v1/*` requests need `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// When true (and a token is set), `/metrics` needs the token too
+    /// (`GENQ_METRICS_REQUIRE_TOKEN` on a listener beyond loopback).
+    pub metrics_need_token: bool,
+    /// The database gauges `/metrics` reads, with what they remember between scrapes.
+    pub gauges: crate::metrics::DbGauges,
+}
+
+/// Shows whether a token is set, never the token.
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("pool", &self.pool)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("metrics_need_token", &self.metrics_need_token)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiState {
-    /// State for `pool`; an empty token counts as none.
+    /// State for `pool`; an empty token counts as none. `/metrics` is open.
     pub fn new(pool: PgPool, token: Option<String>) -> Self {
         let token = token.filter(|t| !t.trim().is_empty());
-        ApiState { pool, token }
+        ApiState {
+            gauges: crate::metrics::DbGauges::new(pool.clone()),
+            pool,
+            token,
+            metrics_need_token: false,
+        }
+    }
+
+    /// `/metrics` needs the bearer token when `needed` (see [`auth::metrics_need_token`]).
+    pub fn with_metrics_token(mut self, needed: bool) -> Self {
+        self.metrics_need_token = needed;
+        self
     }
 }
 
@@ -75,7 +106,7 @@ pub fn router(state: ApiState) -> Router {
             auth::require_token,
         ))
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", metrics_route(&state))
         .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -86,11 +117,20 @@ pub fn router(state: ApiState) -> Router {
 
 /// Only `/metrics` and `/healthz`: what a worker without the API exposes.
 pub fn metrics_router(state: ApiState) -> Router {
+    let state = Arc::new(state);
     Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", metrics_route(&state))
         .fallback(not_found)
-        .with_state(Arc::new(state))
+        .with_state(state)
+}
+
+/// `GET /metrics`, behind the token when the state says so.
+fn metrics_route(state: &Arc<ApiState>) -> axum::routing::MethodRouter<Arc<ApiState>> {
+    get(metrics::metrics).route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_metrics_token,
+    ))
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` is cancelled, then

@@ -71,8 +71,10 @@ pub fn spec() -> Value {
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewJob" } } } },
                     "responses": {
                         "201": { "description": "created: {id, state, created}" },
-                        "200": { "description": "the idempotency key was seen before: the first job's {id, state}" },
+                        "200": { "description": "the idempotency key was seen before with the same job: the first job's {id, state}" },
                         "400": error_response("invalid job: the message says what to fix"),
+                        "409": error_response("the idempotency key was used for a different job: the message names the fields that differ"),
+                        "413": error_response("body larger than 512 KiB"),
                         "401": error_response("missing or wrong bearer token")
                     }
                 },
@@ -81,9 +83,10 @@ pub fn spec() -> Value {
                     "parameters": [
                         { "name": "state", "in": "query", "schema": { "enum": ["queued", "running", "succeeded", "failed", "cancelled"] } },
                         { "name": "since", "in": "query", "schema": { "type": "string" }, "description": "30s, 15m, 1h, 7d or an RFC 3339 time" },
-                        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 50 } }
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 50 } },
+                        { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "next_cursor of the previous page (same filters): the jobs after its last one" }
                     ],
-                    "responses": { "200": { "description": "{jobs: [Job]}" }, "400": error_response("bad filter") }
+                    "responses": { "200": { "description": "{jobs: [Job], next_cursor: string or null}: newest first (created_at, then id, descending); next_cursor is set when the page is full" }, "400": error_response("bad filter or cursor") }
                 }
             },
             "/v1/jobs/{id}": { "get": {

@@ -111,6 +111,7 @@ async fn list(args: ListArgs) -> Result<()> {
         state: args.state,
         since: args.since,
         limit: args.limit,
+        after: None,
     };
     let found = inspect::list(&pool, &filter).await?;
     if args.json {

@@ -123,7 +123,18 @@ pub fn parse_env_keys(list: &str) -> Result<Vec<ApiKey>, KeysError> {
         .filter(|s| !s.is_empty())
         .enumerate()
         .map(|(i, entry)| {
-            let (label, secret) = split_entry(entry);
+            let (label, secret) = match split_entry(entry) {
+                Entry::Bare(secret) => (None, secret),
+                Entry::Named(label, secret) => (Some(label), secret),
+                Entry::Empty => {
+                    return Err(KeysError(format!(
+                        "OPENAI_API_KEYS entry {} has nothing after its `=`; write name=secret \
+                         (a secret that ends in `=` padding and is shorter than {MIN_PADDED_SECRET} \
+                         characters needs a name in front: mykey=secret)",
+                        i + 1
+                    )));
+                }
+            };
             let (name, account) = match label {
                 Some(label) => match label.split_once('@') {
                     Some((name, account)) => (Some(name.trim()), Some(account.trim())),
@@ -131,13 +142,6 @@ pub fn parse_env_keys(list: &str) -> Result<Vec<ApiKey>, KeysError> {
                 },
                 None => (None, None),
             };
-            if secret.is_empty() {
-                return Err(KeysError(format!(
-                    "OPENAI_API_KEYS entry {} (named {:?}) has no secret; write name=secret",
-                    i + 1,
-                    name.unwrap_or("")
-                )));
-            }
             if account.is_some_and(str::is_empty) {
                 return Err(KeysError(format!(
                     "OPENAI_API_KEYS entry {} (named {:?}) names an empty account; write name@account=secret",
@@ -153,24 +157,51 @@ pub fn parse_env_keys(list: &str) -> Result<Vec<ApiKey>, KeysError> {
         .collect()
 }
 
+/// The shortest text taken for a bare secret ending in `=` padding rather
+/// than for a name with its secret left out (`team=`): OpenAI secrets are
+/// far longer, names rarely are.
+const MIN_PADDED_SECRET: usize = 16;
+
+/// How one `OPENAI_API_KEYS` entry reads.
+#[derive(Debug, PartialEq)]
+enum Entry<'a> {
+    /// A secret alone (it may itself contain `=`).
+    Bare(&'a str),
+    /// `name=secret` or `name@account=secret`.
+    Named(&'a str, &'a str),
+    /// `name=` with nothing after (or only `=`s): the name is not echoed in
+    /// the error, since it may be a short secret with base64 padding.
+    Empty,
+}
+
 /// Splits `name=secret`, `name@account=secret` or a bare `secret`. A bare
 /// secret may itself contain `=` (base64 padding): the text before the
 /// first `=` is a name only if it looks like one (letters, digits, `-_.@/:`)
-/// and not like a secret (`sk-…`).
-fn split_entry(entry: &str) -> (Option<&str>, &str) {
-    match entry.split_once('=') {
-        Some((label, secret))
-            if !label.trim().is_empty()
-                && !label.trim().starts_with("sk-")
-                && label
-                    .trim()
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.@/:".contains(c)) =>
-        {
-            (Some(label.trim()), secret.trim())
-        }
-        _ => (None, entry),
+/// and not like a secret (`sk-…`), and something other than more `=` follows.
+/// `QUJDREVGR0hJSktM==` is a bare secret; `team=` is refused; `team=sk-1` is named.
+fn split_entry(entry: &str) -> Entry<'_> {
+    let Some((label, rest)) = entry.split_once('=') else {
+        return Entry::Bare(entry);
+    };
+    let label = label.trim();
+    let looks_like_name = !label.is_empty()
+        && !label.starts_with("sk-")
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@/:".contains(c));
+    if !looks_like_name {
+        return Entry::Bare(entry);
     }
+    let rest = rest.trim();
+    if rest.chars().all(|c| c == '=') {
+        // Only padding follows: a secret like `QUJD…=`, or a name missing its secret.
+        return if label.len() >= MIN_PADDED_SECRET && !label.contains('@') {
+            Entry::Bare(entry)
+        } else {
+            Entry::Empty
+        };
+    }
+    Entry::Named(label, rest)
 }
 
 /// An HTTP header can carry only visible ASCII; anything else is a paste error.
@@ -201,8 +232,8 @@ pub fn parse_keys_file(
     text: &str,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<ApiKey>, KeysError> {
-    let file: KeysFile =
-        toml::from_str(text).map_err(|e| KeysError(format!("keys file: {}", e.message())))?;
+    let file: KeysFile = toml::from_str(text)
+        .map_err(|e| KeysError(format!("keys file: {}", without_quoted(e.message()))))?;
     file.keys
         .into_iter()
         .enumerate()
@@ -210,6 +241,12 @@ pub fn parse_keys_file(
             let label = k.name.clone().unwrap_or_else(|| format!("#{}", i + 1));
             let secret = match (k.secret, &k.secret_env) {
                 (Some(s), None) if !s.trim().is_empty() => s.trim().to_string(),
+                (None, Some(var)) if !is_env_name(var) => {
+                    return Err(KeysError(format!(
+                        "keys file: key {label}: secret_env must name an environment variable \
+                         (letters, digits and _), not hold the secret; put a secret in secret"
+                    )));
+                }
                 (None, Some(var)) => env(var).filter(|s| !s.trim().is_empty()).ok_or_else(|| {
                     KeysError(format!("keys file: key {label}: environment variable {var} is unset or empty"))
                 })?,
@@ -240,6 +277,40 @@ pub fn parse_keys_file(
             Ok(key)
         })
         .collect()
+}
+
+/// serde's messages quote the offending value (`invalid type: string "sk-…"`)
+/// or key (``unknown field `sk-…` ``), which may be a secret in the wrong
+/// place: quoted values are left out, and quoted keys unless they read as a
+/// field name.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(['"', '`']) {
+        let quote = rest[start..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let (inner, next) = match after.find(quote) {
+            Some(end) => (&after[..end], &after[end + 1..]),
+            None => (after, ""),
+        };
+        let field_name = quote == '`'
+            && inner.len() <= 32
+            && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        out.push(quote);
+        out.push_str(if field_name { inner } else { "(hidden)" });
+        out.push(quote);
+        rest = next;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An environment variable's name, as `secret_env` must give.
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// Merges environment keys and file keys: the file's entry wins for a key
@@ -304,9 +375,10 @@ mod tests {
             (keys[1].id.as_str(), keys[1].secret.expose()),
             ("team", "sk-two")
         );
-        assert_eq!(
-            parse_env_keys("team=").unwrap_err().0,
-            "OPENAI_API_KEYS entry 1 (named \"team\") has no secret; write name=secret"
+        assert!(
+            parse_env_keys("team=").unwrap_err().0.starts_with(
+                "OPENAI_API_KEYS entry 1 has nothing after its `=`; write name=secret"
+            )
         );
     }
 
@@ -342,6 +414,99 @@ mod tests {
             !err.contains("sk-2"),
             "a refused entry never shows its secret"
         );
+    }
+
+    #[test]
+    fn base64_secrets_are_never_read_as_names() {
+        // (entry, how it reads)
+        let rows = [
+            ("sk-abc==", Entry::Bare("sk-abc==")),
+            (
+                "QUJDREVGR0hJSktMTU5P==",
+                Entry::Bare("QUJDREVGR0hJSktMTU5P=="),
+            ),
+            (
+                "QUJDREVGR0hJSktMTU5PUA=",
+                Entry::Bare("QUJDREVGR0hJSktMTU5PUA="),
+            ),
+            ("YWJj+ZGVm/Z2hp=", Entry::Bare("YWJj+ZGVm/Z2hp=")),
+            ("team=sk-abc==", Entry::Named("team", "sk-abc==")),
+            ("a@org=QUJD==", Entry::Named("a@org", "QUJD==")),
+            ("QUJD=", Entry::Empty),
+            ("team=", Entry::Empty),
+            ("team= == ", Entry::Empty),
+            ("a@acct-with-a-long-name=", Entry::Empty),
+        ];
+        for (entry, want) in rows {
+            assert_eq!(split_entry(entry), want, "{entry}");
+        }
+        let key = &parse_env_keys("QUJDREVGR0hJSktMTU5P==").unwrap()[0];
+        assert_eq!(key.secret.expose(), "QUJDREVGR0hJSktMTU5P==");
+        assert_eq!(key.id, ApiSecret::new("QUJDREVGR0hJSktMTU5P==").key_id());
+    }
+
+    #[test]
+    fn refused_env_entries_never_show_the_secret() {
+        // (list, a secret or secret-like part that must not appear, expected text)
+        let rows = [
+            ("ok=sk-1,QUJD=", "QUJD", "entry 2 has nothing after its `=`"),
+            ("QUJDRA==", "QUJDRA", "entry 1 has nothing after its `=`"),
+            ("t@acct=", "acct", "entry 1 has nothing after its `=`"),
+            ("sk-abc== x", "sk-abc", "the secret contains spaces"),
+            (
+                "team=sk-abc==\u{7f}",
+                "sk-abc",
+                "key team: the secret contains",
+            ),
+            ("sk-abc==é", "sk-abc", "the secret contains"),
+        ];
+        for (list, secret, want) in rows {
+            let err = parse_env_keys(list).unwrap_err().0;
+            assert!(err.contains(want), "{list:?}: {err}");
+            assert!(!err.contains(secret), "{list:?}: secret in {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_keys_files_never_show_the_secret() {
+        let texts = [
+            "[[keys]]\nsecret = \"sk-abc==\"\nsecret_env = \"X\"\n",
+            "[[keys]]\nsecret = sk-abc==\n",
+            "[[keys]]\nsecret = \"sk-abc==\n",
+            "[[keys]]\nsecret = [\"sk-abc==\"]\n",
+            "[[keys]]\nname = \"n\"\nsecret = \"sk-abc==\"\nmodels = \"sk-abc==\"\n",
+            "[[keys]]\nsecret = \"sk-abc==\"\n[keys.limits.m]\nburst = \"sk-abc==\"\n",
+            "[[keys]]\nsecret = \"sk-abc==\"\nsk-abc== = 1\n",
+            "[[keys]]\n\"sk-abc==\" = \"x\"\n",
+            "[[keys]]\nsecret_env = \"sk-abc==\"\n",
+            "[[keys]]\nname = \"a\"\nsecret_env = \"sk-abc\"\n",
+        ];
+        for text in texts {
+            match parse_keys_file(text, |_| None) {
+                Ok(keys) => panic!("{text:?} was accepted: {keys:?}"),
+                Err(err) => assert!(!err.0.contains("sk-abc"), "{text:?}: secret in {err}"),
+            }
+        }
+    }
+
+    #[test]
+    fn quoted_values_are_hidden_from_parse_errors() {
+        let rows = [
+            (
+                "invalid type: string \"sk-abc==\", expected a sequence",
+                "invalid type: string \"(hidden)\", expected a sequence",
+            ),
+            (
+                "unknown field `bogus`, expected `name`",
+                "unknown field `bogus`, expected `name`",
+            ),
+            ("unknown field `sk-abc==`", "unknown field `(hidden)`"),
+            ("unterminated \"sk-abc", "unterminated \"(hidden)\""),
+            ("no quotes", "no quotes"),
+        ];
+        for (message, want) in rows {
+            assert_eq!(without_quoted(message), want);
+        }
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub struct Enqueued {
     pub created: bool,
 }
 
-/// Inserts a job, or returns the existing one when its idempotency key repeats.
+/// Inserts a job, or returns the existing one when its idempotency key
+/// repeats with the same job ([`NewJob::differences`]); the same key with a
+/// different job is [`StoreError::Conflict`].
 /// The caller validates first ([`NewJob::validate`]); the table's CHECKs are the backstop.
 pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Enqueued, StoreError> {
     const INSERT: &str = "
@@ -53,14 +55,23 @@ pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Enqueued, StoreError
         });
     }
     // The key exists (ON CONFLICT waited for any in-flight insert of it to commit).
-    let (id, state): (Uuid, String) =
-        sqlx::query_as("SELECT id, state FROM genq.jobs WHERE idempotency_key = $1")
-            .bind(&job.idempotency_key)
-            .fetch_one(pool)
-            .await?;
+    let existing: Job = sqlx::query_as("SELECT * FROM genq.jobs WHERE idempotency_key = $1")
+        .bind(&job.idempotency_key)
+        .fetch_one(pool)
+        .await?;
+    let differs = job.differences(&existing);
+    if !differs.is_empty() {
+        return Err(StoreError::Conflict(format!(
+            "idempotency_key {:?} was already used for job {} with a different {}; \
+             resend exactly the same job to get it back, or use a new key for a new job",
+            job.idempotency_key.as_deref().unwrap_or_default(),
+            existing.id,
+            differs.join(", ")
+        )));
+    }
     Ok(Enqueued {
-        id,
-        state: parse_state(state)?,
+        id: existing.id,
+        state: existing.state,
         created: false,
     })
 }

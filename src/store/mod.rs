@@ -26,6 +26,10 @@ pub enum StoreError {
     /// Input the database refused (a CHECK, a bad value): fix the input.
     #[error("{0}")]
     Invalid(String),
+    /// The request clashes with what is stored (an idempotency key reused
+    /// for a different job): the text says what differs.
+    #[error("{0}")]
+    Conflict(String),
     /// The database could not be reached or the statement failed: try again later.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
