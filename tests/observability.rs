@@ -172,7 +172,7 @@ async fn worker_logs_never_contain_secrets() {
         // Logs go to a file: a pipe nobody reads would fill up and stall the worker.
         let log_path = out.join(format!("worker-{format}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_genq"))
+        let mut child = common::rig::genq(&common::rig::scratch_dir("observability"))
             .args(["worker", "--poll-ms", "100"])
             .env("DATABASE_URL", &db.url)
             .env("OPENAI_BASE_URL", &base_url)

@@ -53,7 +53,7 @@ impl StoreError {
     /// way every time.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Invalid(_) => false,
+            StoreError::Invalid(_) | StoreError::Conflict(_) => false,
             StoreError::Db(sqlx::Error::Database(db)) => {
                 db.code().is_none_or(|code| transient_sqlstate(&code))
             }
