@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::worker::WorkerReport;
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run. Its `Debug` never shows the database URL (it may hold a password).
+#[derive(Clone)]
 pub struct DemoOptions {
     /// Postgres to use; None starts a private cluster.
     pub database_url: Option<String>,
@@ -33,6 +33,22 @@ pub struct DemoOptions {
     pub progress: bool,
     /// Give up waiting after this long.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for DemoOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoOptions")
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "(set, hidden)"),
+            )
+            .field("jobs", &self.jobs)
+            .field("workers", &self.workers)
+            .field("output_dir", &self.output_dir)
+            .field("progress", &self.progress)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// What the demo did.
@@ -102,4 +118,21 @@ pub async fn run(options: DemoOptions) -> Result<DemoSummary> {
     );
     env.stop().await;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_hides_the_database_url() {
+        let options = super::DemoOptions {
+            database_url: Some("postgres://genq:hunter2@db/genq".into()),
+            jobs: 1,
+            workers: 1,
+            output_dir: "out".into(),
+            progress: false,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 }

@@ -31,7 +31,8 @@ pub struct SimConfig {
 }
 
 /// One API key of the simulated provider and the limits and behaviour attached to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` shows the key's id, never the secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimKey {
     /// The bearer token clients send (`Authorization: Bearer <secret>`). Never logged.
@@ -64,6 +65,25 @@ pub struct SimKey {
     pub project: Option<String>,
     /// Models this key gets a 403 for (an organization not verified for them).
     pub forbidden_models: Vec<String>,
+}
+
+impl std::fmt::Debug for SimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimKey")
+            .field("id", &super::key_id(&self.secret))
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("images_per_minute", &self.images_per_minute)
+            .field("burst", &self.burst)
+            .field("behavior", &self.behavior)
+            .field("retry_header", &self.retry_header)
+            .field("send_ratelimit_headers", &self.send_ratelimit_headers)
+            .field("requests_per_day", &self.requests_per_day)
+            .field("images_per_day", &self.images_per_day)
+            .field("organization", &self.organization)
+            .field("project", &self.project)
+            .field("forbidden_models", &self.forbidden_models)
+            .finish()
+    }
 }
 
 /// What a key does regardless of limits.
@@ -388,5 +408,19 @@ mod tests {
         let mut zero = config.clone();
         zero.keys[0].images_per_day = Some(0);
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn debug_shows_the_key_id_not_the_secret() {
+        let key = SimKey::new("sk-sim-very-secret-1234", 60);
+        let shown = format!(
+            "{key:?} {:?}",
+            SimConfig {
+                keys: vec![key.clone()],
+                ..SimConfig::default()
+            }
+        );
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains(&crate::sim::key_id(&key.secret)), "{shown}");
     }
 }
