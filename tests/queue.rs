@@ -299,7 +299,10 @@ async fn idempotency_keys_return_the_first_job() {
     };
     let first = genq::submit::submit(&db.pool, &job).await.unwrap();
     assert!(first.created);
-    let again = genq::submit::submit(
+    let again = genq::submit::submit(&db.pool, &job).await.unwrap();
+    assert_eq!((again.id, again.created), (first.id, false));
+    // The same key for a different job is refused, not silently answered.
+    let other = genq::submit::submit(
         &db.pool,
         &NewJob {
             prompt: "another prompt".into(),
@@ -307,8 +310,8 @@ async fn idempotency_keys_return_the_first_job() {
         },
     )
     .await
-    .unwrap();
-    assert_eq!((again.id, again.created), (first.id, false));
+    .unwrap_err();
+    assert!(other.to_string().contains("different prompt"), "{other}");
 
     // Racing producers with one key still make one job.
     let racers: Vec<_> = (0..16)

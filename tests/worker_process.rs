@@ -196,7 +196,7 @@ async fn cli_submit_enqueues_and_refuses_bad_input() {
             .output()
             .unwrap()
     };
-    let ok = run(&[
+    let args = [
         "--prompt",
         "a fox",
         "--param",
@@ -207,7 +207,8 @@ async fn cli_submit_enqueues_and_refuses_bad_input() {
         "5",
         "--idempotency-key",
         "k1",
-    ]);
+    ];
+    let ok = run(&args);
     assert!(
         ok.status.success(),
         "{}",
@@ -215,11 +216,19 @@ async fn cli_submit_enqueues_and_refuses_bad_input() {
     );
     let first: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(first["created"], true);
-    let again = run(&["--prompt", "a fox", "--idempotency-key", "k1"]);
+    let again = run(&args);
     let second: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(
         (second["id"].clone(), second["created"].clone()),
         (first["id"].clone(), json!(false))
+    );
+    // The same key for a different job is refused, saying why.
+    let other = run(&["--prompt", "a fox", "--idempotency-key", "k1"]);
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("was already used for job"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
     );
     let (params, priority): (serde_json::Value, i32) =
         sqlx::query_as("SELECT params, priority FROM genq.jobs")

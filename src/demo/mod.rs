@@ -59,7 +59,9 @@ pub struct DemoSummary {
     pub unfinished: i64,
     pub provider_requests: u64,
     pub rate_limited: u64,
-    pub over_limit: u64,
+    /// Keys sent more than their limit in some window, by the sim's count of
+    /// every request it received, with how many requests were over.
+    pub over_limit: Vec<(String, u64)>,
     pub disabled_keys: Vec<(String, String)>,
     pub png_files: usize,
     pub elapsed: Duration,

@@ -72,7 +72,15 @@ pub(super) async fn summarize(env: &Environment, elapsed: Duration) -> Result<De
         rate_limited: stats.total.rate_limited,
         // Every request the sim received, not only those it admitted: a
         // request sent too early counts even when it was refused.
-        over_limit: env.sim.windows_over_limit().values().sum(),
+        over_limit: env
+            .sim
+            .windows_over_limit()
+            .into_iter()
+            .map(|(sim_id, n)| {
+                let name = env.keys.iter().find(|k| k.secret.key_id() == sim_id);
+                (name.map_or(sim_id, |k| k.id.clone()), n)
+            })
+            .collect(),
         disabled_keys: keys
             .iter()
             .filter(|k| k.state == "disabled")
@@ -124,12 +132,16 @@ pub(super) fn render(s: &DemoSummary, output: &Path, keys: &[KeyStatus]) -> Stri
         out.push_str(&format!("unfinished: {} (timed out)\n", s.unfinished));
     }
     out.push_str(&format!(
-        "provider requests: {}   429s: {} ({:.1}%)   requests over a key's limit: {}\n",
+        "provider requests: {}   429s: {} ({:.1}%)\n",
         s.provider_requests,
         s.rate_limited,
         100.0 * s.rate_limited as f64 / s.provider_requests.max(1) as f64,
-        s.over_limit
     ));
+    for (key, n) in &s.over_limit {
+        out.push_str(&format!(
+            "key {key}: {n} requests over its limit, by the provider's count of every request (keys whose limit genq had to find out)\n"
+        ));
+    }
     for (id, reason) in &s.disabled_keys {
         out.push_str(&format!("key disabled: {id}: {reason}\n"));
     }
