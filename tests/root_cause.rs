@@ -1,9 +1,9 @@
 //! Errors carry their root cause: what failed and where, not the wrapper's
 //! "error sending request" or "pool timed out".
 //!
-//! - A provider that refuses connections, or does not speak TLS on an
-//!   `https` URL, shows the cause and the endpoint in the job's
-//!   `last_error` and in its attempt.
+//! - A provider that refuses connections, shows a certificate nobody
+//!   trusts, or does not speak TLS on an `https` URL, shows the cause and
+//!   the endpoint in the job's `last_error` and in its attempt.
 //! - A command whose database cannot be reached says within 3 s which
 //!   host and port it tried and why, never the password.
 
@@ -65,6 +65,46 @@ async fn a_refused_connection_names_the_cause_and_the_endpoint() {
     for error in [&last_error, &attempt] {
         assert!(
             error.contains("Connection refused") && error.contains(&format!("127.0.0.1:{port}")),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_named() {
+    use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
+    let rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
+    // A self-signed certificate for 127.0.0.1 (tests/data, valid until 2126):
+    // TLS works, but no root the client trusts signed it.
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    let certs =
+        rustls::pki_types::CertificateDer::pem_file_iter(format!("{data}/untrusted-cert.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(format!("{data}/untrusted-key.pem"))
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let _ = acceptor.accept(socket).await;
+        }
+    });
+    let (last_error, attempt) = fail_one_job(rig, format!("https://127.0.0.1:{port}/v1")).await;
+    for error in [&last_error, &attempt] {
+        assert!(
+            error.contains("invalid peer certificate: UnknownIssuer")
+                && error.contains(&format!("127.0.0.1:{port}")),
             "{error}"
         );
     }
