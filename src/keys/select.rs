@@ -29,8 +29,12 @@ pub fn bucket_id(scope: &str, model: &str) -> String {
 pub const BATCH_HORIZON: Duration = Duration::from_millis(50);
 /// Most slots one round trip asks for.
 const MAX_BATCH: usize = 64;
-/// A granted slot unused this long after its moment is dropped, so late
-/// requests never bunch up with the next ones.
+/// A granted slot of a fast key unused this long after its moment is
+/// dropped, so late requests never bunch up with the next ones. A slow
+/// key's slot does not go stale: its send is booked when it happens
+/// (`buckets::book_sent`), so the next slot is a full interval after it
+/// however late it goes, and dropping it would waste the key's whole
+/// interval (a minute, at 1/min).
 const STALE_AFTER: Duration = Duration::from_millis(250);
 /// How often a process looks for disabled keys due a re-test, and for
 /// accounts other replicas discovered.
@@ -197,7 +201,7 @@ impl Keyring {
             let now = Instant::now();
             loop {
                 let g = queue.pop_front()?;
-                if g.at + STALE_AFTER >= now {
+                if g.slow || g.at + STALE_AFTER >= now {
                     break g;
                 }
             }
