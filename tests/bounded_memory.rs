@@ -11,11 +11,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
 use axum::routing::{get, post};
-use common::rig::{Rig, keys};
-use common::{count_state, wait_until};
+use common::rig::Rig;
 use genq::job::NewJob;
 use genq::sim::SimKey;
-use std::time::Duration;
 
 /// A body that never ends: the opening of a JSON answer, then base64 forever.
 fn endless(opening: &'static str) -> Body {
@@ -43,33 +41,13 @@ fn json(body: String) -> Response {
         .unwrap()
 }
 
-/// Runs one job of `params` against `base_url` until it fails; its `last_error`.
-async fn fail_one_job(mut rig: Rig, base_url: String) -> String {
-    rig.base_url = base_url;
-    let id = genq::store::jobs::enqueue(
-        &rig.db.pool,
-        &NewJob {
-            max_attempts: Some(1),
-            params: Some(serde_json::json!({ "size": "1024x1024" })),
-            ..NewJob::new("a fox")
-        },
-    )
-    .await
-    .unwrap()
-    .id;
-    let (worker, stop) = rig.worker(keys(&[("a", "sk-a")]), 2).await;
-    wait_until(Duration::from_secs(30), "the job to fail", || async {
-        count_state(&rig.db.pool, "failed").await == 1
-    })
-    .await;
-    stop.cancel();
-    worker.await.unwrap();
-    genq::store::jobs::get(&rig.db.pool, id)
-        .await
-        .unwrap()
-        .unwrap()
-        .last_error
-        .unwrap()
+/// Runs one 1024x1024 job against `base_url` until it fails; its `last_error`.
+async fn fail_one_job(rig: Rig, base_url: String) -> String {
+    let job = NewJob {
+        params: Some(serde_json::json!({ "size": "1024x1024" })),
+        ..NewJob::new("a fox")
+    };
+    rig.fail_one_job(base_url, job).await.0.last_error.unwrap()
 }
 
 #[tokio::test]

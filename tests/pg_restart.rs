@@ -159,19 +159,11 @@ async fn serve_sim_noting_prompts(sim: &Sim) -> (String, Arc<Answers>, Cancellat
 /// developer `.env` is read).
 fn worker_process(db_url: &str, base_url: &str, dir: &std::path::Path) -> ChildGuard {
     ChildGuard(
-        std::process::Command::new(env!("CARGO_BIN_EXE_genq"))
-            .args(["worker", "--concurrency", "8", "--poll-ms", "100"])
+        common::rig::worker_command(db_url, base_url, dir)
+            .args(["--concurrency", "8", "--poll-ms", "100"])
             .args(["--reap-ms", "500", "--lease-secs", &LEASE_SECS.to_string()])
             .args(["--retry-base-ms", "100", "--retry-max-secs", "1"])
-            .current_dir(dir)
-            .env("DATABASE_URL", db_url)
-            .env("OPENAI_BASE_URL", base_url)
-            .env("GENQ_KEYS_FILE", dir.join("keys.toml"))
-            .env("GENQ_OUTPUT_DIR", dir.join("out"))
-            .env_remove("OPENAI_API_KEYS")
-            .env_remove("OPENAI_API_KEY")
             .env("RUST_LOG", "error")
-            .stdin(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     )

@@ -9,8 +9,7 @@
 
 mod common;
 
-use common::rig::{Rig, keys};
-use common::{count_state, wait_until};
+use common::rig::Rig;
 use genq::job::NewJob;
 use genq::sim::SimKey;
 use std::process::Stdio;
@@ -24,32 +23,10 @@ fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Runs one job against `base_url` until it fails; returns its `last_error`
-/// and its attempt's error.
-async fn fail_one_job(mut rig: Rig, base_url: String) -> (String, String) {
-    rig.base_url = base_url;
-    let id = genq::store::jobs::enqueue(
-        &rig.db.pool,
-        &NewJob {
-            max_attempts: Some(1),
-            ..NewJob::new("a fox")
-        },
-    )
-    .await
-    .unwrap()
-    .id;
-    let (worker, stop) = rig.worker(keys(&[("a", "sk-a")]), 2).await;
-    wait_until(Duration::from_secs(30), "the job to fail", || async {
-        count_state(&rig.db.pool, "failed").await == 1
-    })
-    .await;
-    stop.cancel();
-    worker.await.unwrap();
-    let job = genq::store::jobs::get(&rig.db.pool, id)
-        .await
-        .unwrap()
-        .unwrap();
-    let attempts = genq::store::jobs::attempts(&rig.db.pool, id).await.unwrap();
+/// Runs one job against `base_url` until it fails: its `last_error` and
+/// its attempt's error.
+async fn fail_one_job(rig: Rig, base_url: String) -> (String, String) {
+    let (job, attempts) = rig.fail_one_job(base_url, NewJob::new("a fox")).await;
     let attempt = attempts
         .iter()
         .find_map(|a| a.error.clone())

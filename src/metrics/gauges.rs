@@ -101,11 +101,45 @@ impl Drop for Kept {
 
 impl DbGauges {
     /// Gauges read from `pool`'s database.
+    /// Counts the finished jobs once in the background at once, so the
+    /// first scrape does not pay for it (inside a runtime; else the first
+    /// scrape counts).
     pub fn new(pool: PgPool) -> Self {
-        DbGauges {
+        let gauges = DbGauges {
             pool,
             kept: Arc::default(),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let mut kept = gauges.kept();
+            gauges.spawn_recount(&mut kept);
         }
+        gauges
+    }
+
+    /// Recounts the finished jobs in the background into `kept`.
+    fn spawn_recount(&self, kept: &mut Kept) {
+        // Weak: dropping the gauges drops `Kept`, which aborts this.
+        let (pool, slot) = (self.pool.clone(), Arc::downgrade(&self.kept));
+        kept.recounting = Some(tokio::spawn(async move {
+            match count_finished(&pool).await {
+                Ok(counted) => {
+                    if let Some(slot) = slot.upgrade() {
+                        // A scrape may have counted since: keep the newer count.
+                        let mut kept = slot.lock().unwrap_or_else(|e| e.into_inner());
+                        if kept
+                            .finished
+                            .as_ref()
+                            .is_none_or(|f| f.counted_at <= counted.counted_at)
+                        {
+                            kept.finished = Some(counted);
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "counting finished jobs for /metrics")
+                }
+            }
+        }));
     }
 
     fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
@@ -156,21 +190,7 @@ impl DbGauges {
             match (decision, answer) {
                 (Recount::Inline, _) | (_, None) => None,
                 (Recount::Background, answer) => {
-                    // Weak: dropping the gauges drops `Kept`, which aborts this.
-                    let (pool, slot) = (self.pool.clone(), Arc::downgrade(&self.kept));
-                    kept.recounting = Some(tokio::spawn(async move {
-                        match count_finished(&pool).await {
-                            Ok(counted) => {
-                                if let Some(slot) = slot.upgrade() {
-                                    slot.lock().unwrap_or_else(|e| e.into_inner()).finished =
-                                        Some(counted);
-                                }
-                            }
-                            Err(err) => {
-                                tracing::warn!(error = %err, "counting finished jobs for /metrics")
-                            }
-                        }
-                    }));
+                    self.spawn_recount(&mut kept);
                     answer
                 }
                 (Recount::Keep, answer) => answer,

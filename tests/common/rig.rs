@@ -110,6 +110,39 @@ impl Rig {
         (handle, stop)
     }
 
+    /// Runs `job` with one attempt through key `a` (`sk-a`) against the
+    /// provider at `base_url` until it fails: the job and its attempts.
+    pub async fn fail_one_job(
+        mut self,
+        base_url: String,
+        job: genq::job::NewJob,
+    ) -> (genq::job::Job, Vec<genq::job::Attempt>) {
+        self.base_url = base_url;
+        let job = genq::job::NewJob {
+            max_attempts: Some(1),
+            ..job
+        };
+        let id = genq::store::jobs::enqueue(&self.db.pool, &job)
+            .await
+            .unwrap()
+            .id;
+        let (worker, stop) = self.worker(keys(&[("a", "sk-a")]), 2).await;
+        super::wait_until(Duration::from_secs(30), "the job to fail", || async {
+            super::count_state(&self.db.pool, "failed").await == 1
+        })
+        .await;
+        stop.cancel();
+        worker.await.unwrap();
+        let job = genq::store::jobs::get(&self.db.pool, id)
+            .await
+            .unwrap()
+            .unwrap();
+        let attempts = genq::store::jobs::attempts(&self.db.pool, id)
+            .await
+            .unwrap();
+        (job, attempts)
+    }
+
     /// Requests the sim received for `key_id`, in order.
     pub fn log_for(&self, key_id: &str) -> Vec<RequestRecord> {
         self.sim
@@ -170,19 +203,31 @@ pub fn scratch_dir(label: &str) -> std::path::PathBuf {
 /// (see [`genq`]).
 pub fn worker_process(db_url: &str, base_url: &str, dir: &std::path::Path) -> super::ChildGuard {
     super::ChildGuard(
-        genq(dir)
-            .args(["worker", "--concurrency", "4", "--poll-ms", "100"])
-            .env("DATABASE_URL", db_url)
-            .env("OPENAI_BASE_URL", base_url)
-            .env("GENQ_KEYS_FILE", dir.join("keys.toml"))
-            .env("GENQ_OUTPUT_DIR", dir.join("out"))
-            .env_remove("OPENAI_API_KEYS")
-            .env_remove("OPENAI_API_KEY")
+        worker_command(db_url, base_url, dir)
+            .args(["--concurrency", "4", "--poll-ms", "100"])
             .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     )
+}
+
+/// `genq worker` set up as [`worker_process`] starts it, for callers that
+/// add their own flags.
+pub fn worker_command(
+    db_url: &str,
+    base_url: &str,
+    dir: &std::path::Path,
+) -> std::process::Command {
+    let mut cmd = genq(dir);
+    cmd.arg("worker")
+        .env("DATABASE_URL", db_url)
+        .env("OPENAI_BASE_URL", base_url)
+        .env("GENQ_KEYS_FILE", dir.join("keys.toml"))
+        .env("GENQ_OUTPUT_DIR", dir.join("out"))
+        .env_remove("OPENAI_API_KEYS")
+        .env_remove("OPENAI_API_KEY")
+        .stdin(std::process::Stdio::null());
+    cmd
 }
 
 pub fn keys(named: &[(&str, &str)]) -> Vec<ApiKey> {
