@@ -29,6 +29,7 @@ bench memory provider=sim jobs=32
 bench memory provider=sim jobs=32 image_mib=100000
 bench plan
 bench metrics
+bench metrics warmup_ms=0
 [ "${1:-}" = quick ] && exit 0
 # Paced by rate limits (the sim allows no burst)
 for p in 1 2 4; do bench goodput processes=$p jobs=300; done
