@@ -31,10 +31,10 @@ pub const BATCH_HORIZON: Duration = Duration::from_millis(50);
 const MAX_BATCH: usize = 64;
 /// A granted slot of a fast key unused this long after its moment is
 /// dropped, so late requests never bunch up with the next ones. A slow
-/// key's slot does not go stale: its send is booked when it happens
-/// (`buckets::book_sent`), so the next slot is a full interval after it
-/// however late it goes, and dropping it would waste the key's whole
-/// interval (a minute, at 1/min).
+/// key's slot keeps for half its interval: its send is booked when it
+/// happens (`buckets::book_sent`), so the next slot is a full interval
+/// after it however late it goes, and dropping it would waste the key's
+/// whole interval (a minute, at 1/min).
 const STALE_AFTER: Duration = Duration::from_millis(250);
 /// How often a process looks for disabled keys due a re-test, and for
 /// accounts other replicas discovered.
@@ -64,6 +64,8 @@ struct Granted {
     key: usize,
     bucket: String,
     at: Instant,
+    /// How long past `at` the slot may still be used.
+    stale_after: Duration,
     cost: u32,
     slow: bool,
 }
@@ -176,6 +178,11 @@ impl Keyring {
             };
         let now = Instant::now();
         let slow = interval >= BATCH_HORIZON;
+        let stale_after = if slow {
+            STALE_AFTER.max(interval / 2)
+        } else {
+            STALE_AFTER
+        };
         let n = waits.len();
         self.granted
             .lock()
@@ -186,6 +193,7 @@ impl Keyring {
                 key,
                 bucket: bucket.clone(),
                 at: now + wait,
+                stale_after,
                 cost,
                 slow,
             }));
@@ -201,7 +209,7 @@ impl Keyring {
             let now = Instant::now();
             loop {
                 let g = queue.pop_front()?;
-                if g.slow || g.at + STALE_AFTER >= now {
+                if g.at + g.stale_after >= now {
                     break g;
                 }
             }
