@@ -1,5 +1,6 @@
-//! Connecting to Postgres: one pool per process, sized for the worker's
-//! concurrency, and the private cluster when no `DATABASE_URL` is given.
+//! Connecting to Postgres: one pool per process, sized by the caller (the
+//! worker sizes it for its concurrency). The private cluster for the demo
+//! and tests is [`crate::embedded_pg`]'s, not started here.
 //!
 //! The first connection is made by hand, with a short timeout: a pool
 //! retries refused connections until its acquire timeout and then says only

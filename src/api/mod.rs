@@ -1,6 +1,6 @@
 //! The HTTP API (`genq serve`): submit and inspect jobs over JSON.
 //!
-//! Routes (see DESIGN.md): `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`,
+//! Routes (the README's "Enqueue a job" and "Inspect what failed"): `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`,
 //! `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`, `GET /v1/keys` (all
 //! behind the bearer token when one is set) and `GET /healthz`, `GET /metrics`,
 //! `GET /openapi.json` (open; `/metrics` needs the token too with
