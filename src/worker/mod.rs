@@ -10,7 +10,11 @@
 //! - [`background`] keeps leases alive, reaps jobs of dead workers, listens
 //!   for notifications and prunes old finished jobs; [`settle`] turns a
 //!   provider's verdict into a completion, and [`completer`] writes
-//!   completions in batches.
+//!   completions in batches (splitting a batch the database refuses).
+//! - [`held`] is what the worker holds: the heartbeat renews exactly those
+//!   jobs, so a row it no longer tracks lapses within one lease.
+//! - [`memory`] bounds the image bytes its jobs hold at once; past it, jobs
+//!   wait before calling and claims stop.
 //! - Shutdown (the token): stop claiming, let in-flight jobs finish within the
 //!   grace period, release the rest back to `queued`, return.
 
