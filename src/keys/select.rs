@@ -307,11 +307,6 @@ impl Keyring {
         self.keys[i].account.is_some() || self.answered.lock().expect("answered lock").contains(&i)
     }
 
-    /// Whether a key serving `model` has never answered.
-    fn has_new_key(&self, model: &str) -> bool {
-        (0..self.keys.len()).any(|i| self.keys[i].serves(model) && !self.is_known(i))
-    }
-
     /// The one never-used key serving `model` that may send its first
     /// request now: only one at a time, so two new keys of one project are
     /// never both sent to before an answer shows they share a budget.
@@ -393,11 +388,20 @@ impl Keyring {
             return Ok(Err(NoSlot::NoKeyServes));
         }
         let probe = self.probe_candidate(model);
+        // Decided once, from one look at which keys are known: a new key's
+        // answer may arrive while this round trip is out, and must not then
+        // read as "every key is disabled" (which waits for the re-test).
+        let mut held_back = false;
         let serving: Vec<(usize, String)> = self
             .keys
             .iter()
             .enumerate()
-            .filter(|(i, k)| k.serves(model) && (self.is_known(*i) || probe == Some(*i)))
+            .filter(|(i, k)| {
+                let serves = k.serves(model);
+                let known = self.is_known(*i);
+                held_back |= serves && !known && probe != Some(*i);
+                serves && (known || probe == Some(*i))
+            })
             .map(|(i, _)| (i, bucket_id(&self.scope_of(i), model)))
             .collect();
         // The new key first among equals, so it answers and shows its account.
@@ -457,7 +461,7 @@ impl Keyring {
                 Err(NoSlot::Until(Duration::ZERO))
             }
             // A new key's first answer is still to come: look again soon.
-            (None, None) if self.has_new_key(model) => Err(NoSlot::Until(PROBE_WAIT)),
+            (None, None) if held_back => Err(NoSlot::Until(PROBE_WAIT)),
             (None, None) => Err(NoSlot::AllDisabled),
         })
     }
