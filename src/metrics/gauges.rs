@@ -34,6 +34,9 @@ use crate::store::keys::KeyStatus;
 
 /// A finished-jobs count that took less than this is simply redone on every scrape.
 pub const INLINE_COUNT: Duration = Duration::from_millis(10);
+/// So is a count of fewer finished jobs than this, however long it took: a
+/// slow moment on a loaded machine must not freeze a small table's numbers.
+pub const INLINE_JOBS: i64 = 100_000;
 
 /// How long to keep a finished-jobs count that took `took`: 100 times as
 /// long (so recounting costs at most 1% of one connection), at least 1 s.
@@ -87,6 +90,9 @@ struct Kept {
 
 struct Finished {
     rows: Arc<Vec<FinishedCount>>,
+    /// Finished jobs counted, in all.
+    jobs: i64,
+    /// When the count began: the moment its numbers describe.
     counted_at: Instant,
     took: Duration,
 }
@@ -178,10 +184,14 @@ impl DbGauges {
             {
                 kept.recounting = None;
             }
-            let last = kept
-                .finished
-                .as_ref()
-                .map(|f| (f.took, f.counted_at.elapsed()));
+            let last = kept.finished.as_ref().map(|f| {
+                let cost = if f.jobs < INLINE_JOBS {
+                    Duration::ZERO
+                } else {
+                    f.took
+                };
+                (cost, f.counted_at.elapsed())
+            });
             let decision = recount(last, kept.recounting.is_some());
             let answer = kept
                 .finished
@@ -201,7 +211,14 @@ impl DbGauges {
         }
         let counted = count_finished(&self.pool).await?;
         let rows = counted.rows.clone();
-        self.kept().finished = Some(counted);
+        let mut kept = self.kept();
+        if kept
+            .finished
+            .as_ref()
+            .is_none_or(|f| f.counted_at <= counted.counted_at)
+        {
+            kept.finished = Some(counted);
+        }
         Ok((rows, Duration::ZERO))
     }
 }
@@ -210,8 +227,9 @@ async fn count_finished(pool: &PgPool) -> Result<Finished, StoreError> {
     let started = Instant::now();
     let rows = crate::store::inspect::finished_counts(pool).await?;
     Ok(Finished {
+        jobs: rows.iter().map(|r| r.jobs).sum(),
         rows: Arc::new(rows),
-        counted_at: Instant::now(),
+        counted_at: started,
         took: started.elapsed(),
     })
 }
