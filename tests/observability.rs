@@ -2,10 +2,13 @@
 //! promised series, and no secret appears in metrics, API answers, the
 //! database or the logs.
 
+// Its own test binary: it counts genq's process-wide metrics (counters and
+// histograms), which any other test in the same process would add to.
+#[path = "it/common/mod.rs"]
 mod common;
 
-use common::rig::{Rig, keys};
-use common::{count_state, wait_until};
+use crate::common::rig::{Rig, keys};
+use crate::common::{count_state, wait_until};
 use genq::api::{ApiState, openapi};
 use genq::job::NewJob;
 use genq::sim::{KeyBehavior, Sim, SimConfig, SimKey};
@@ -33,7 +36,7 @@ async fn serve_api(pool: sqlx::PgPool) -> (String, CancellationToken) {
 
 #[tokio::test]
 async fn every_documented_route_is_served() {
-    let db = common::TestDb::new().await;
+    let db = crate::common::TestDb::new().await;
     let (base, stop) = serve_api(db.pool.clone()).await;
     let client = reqwest::Client::new();
     for (method, path) in openapi::ROUTES {
@@ -152,7 +155,7 @@ async fn metrics_keys_and_jobs_show_ids_never_secrets() {
 
 #[tokio::test]
 async fn worker_logs_never_contain_secrets() {
-    let db = common::TestDb::new().await;
+    let db = crate::common::TestDb::new().await;
     let sim = Sim::new(SimConfig {
         keys: vec![SimKey::new(SECRETS[0], 600)],
         ..SimConfig::default()
@@ -172,7 +175,7 @@ async fn worker_logs_never_contain_secrets() {
         // Logs go to a file: a pipe nobody reads would fill up and stall the worker.
         let log_path = out.join(format!("worker-{format}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = common::rig::genq(&common::rig::scratch_dir("observability"))
+        let mut child = crate::common::rig::genq(&crate::common::rig::scratch_dir("observability"))
             .args(["worker", "--poll-ms", "100"])
             .env("DATABASE_URL", &db.url)
             .env("OPENAI_BASE_URL", &base_url)

@@ -5,13 +5,11 @@
 //! The provider here is a misbehaving server on loopback: `genq sim`
 //! answers correctly, which is exactly what these tests must not assume.
 
-mod common;
-
+use crate::common::rig::Rig;
 use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
 use axum::routing::{get, post};
-use common::rig::Rig;
 use genq::job::NewJob;
 use genq::sim::SimKey;
 

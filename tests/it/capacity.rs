@@ -4,10 +4,8 @@
 //! changes reach every worker at once, and a job the client cannot send
 //! never charges a key.
 
-mod common;
-
-use common::rig::{Rig, sim_id};
-use common::{TestDb, count_state, insert_jobs, wait_until};
+use crate::common::rig::{Rig, sim_id};
+use crate::common::{TestDb, count_state, insert_jobs, wait_until};
 use genq::keys::ApiKey;
 use genq::provider::noop::NoopProvider;
 use genq::sim::SimKey;

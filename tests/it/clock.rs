@@ -5,10 +5,8 @@
 //! 30 s (libfaketime, Debian package `faketime`), since every deadline
 //! other replicas read comes from the database's clock.
 
-mod common;
-
-use common::rig::{consecutive_429s, genq, serve_sim, sim_id, sim_instant_at};
-use common::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
+use crate::common::rig::{consecutive_429s, genq, serve_sim, sim_id, sim_instant_at};
+use crate::common::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
 use genq::sim::{RetryHeader, Sim, SimConfig, SimKey};
 use serde_json::json;
 use std::path::Path;
@@ -55,7 +53,7 @@ fn libfaketime() -> Option<std::path::PathBuf> {
 }
 
 fn scratch_dir(keys_toml: &str) -> std::path::PathBuf {
-    let dir = common::rig::scratch_dir("clock");
+    let dir = crate::common::rig::scratch_dir("clock");
     std::fs::write(dir.join("keys.toml"), keys_toml).unwrap();
     dir
 }

@@ -2,9 +2,7 @@
 //! deliberately bad ones fail with clear reasons, the bad keys are disabled,
 //! real PNGs are on disk, and no key went over its limit.
 
-mod common;
-
-use common::TestDb;
+use crate::common::TestDb;
 use genq::demo::{DemoOptions, run};
 use std::time::Duration;
 

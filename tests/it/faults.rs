@@ -3,10 +3,8 @@
 //! job ends `succeeded` or rightly `failed`, none is lost, and any job that
 //! ran twice shows why in `genq.attempts`.
 
-mod common;
-
-use common::rig::{Rig, keys};
-use common::{TestDb, count_state, insert_jobs, wait_until};
+use crate::common::rig::{Rig, keys};
+use crate::common::{TestDb, count_state, insert_jobs, wait_until};
 use genq::job::NewJob;
 use genq::provider::noop::NoopProvider;
 use genq::sim::SimKey;
@@ -16,11 +14,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use common::ChildGuard as Proc;
+use crate::common::ChildGuard as Proc;
 
 fn worker_process(db: &TestDb, extra: &[&str]) -> Proc {
     Proc(
-        common::rig::genq(&common::rig::scratch_dir("faults"))
+        crate::common::rig::genq(&crate::common::rig::scratch_dir("faults"))
             .args([
                 "worker",
                 "--provider",

@@ -2,9 +2,7 @@
 //! reservations never exceed the budget, cooldowns hold and never shorten,
 //! disabled keys are skipped, configured limits win over learned ones.
 
-mod common;
-
-use common::TestDb;
+use crate::common::TestDb;
 use genq::store::buckets::{self, BucketSpec};
 use genq::store::keys::{self, KeyRow};
 use std::time::Duration;

@@ -4,10 +4,8 @@
 //! until enabled, reset keeps a key in rotation, a disabled key is re-tested
 //! and comes back, and every place an operator looks says why jobs wait.
 
-mod common;
-
-use common::rig::{Rig, keys, sim_id};
-use common::{count_state, insert_jobs, wait_until};
+use crate::common::rig::{Rig, keys, sim_id};
+use crate::common::{count_state, insert_jobs, wait_until};
 use genq::keys::Keyring;
 use genq::sim::{KeyBehavior, SimKey};
 use serde_json::json;
@@ -15,8 +13,8 @@ use std::time::Duration;
 
 /// Runs `genq keys <args>` (the real binary) against `db_url`; panics unless it succeeds.
 fn genq_keys(db_url: &str, args: &[&str]) {
-    let dir = common::rig::scratch_dir("keys");
-    let out = common::rig::genq(&dir)
+    let dir = crate::common::rig::scratch_dir("keys");
+    let out = crate::common::rig::genq(&dir)
         .arg("keys")
         .args(args)
         .env("DATABASE_URL", db_url)
@@ -325,8 +323,8 @@ async fn why_jobs_wait_is_said_in_the_job_view_stats_and_metrics() {
     );
 
     // `genq jobs show`.
-    let dir = common::rig::scratch_dir("jobs-show");
-    let out = common::rig::genq(&dir)
+    let dir = crate::common::rig::scratch_dir("jobs-show");
+    let out = crate::common::rig::genq(&dir)
         .args(["jobs", "show", &id.to_string()])
         .env("DATABASE_URL", &rig.db.url)
         .output()

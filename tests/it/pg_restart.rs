@@ -32,8 +32,7 @@ use genq::sim::{Sim, SimConfig, SimKey};
 use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-mod common;
-use common::{ChildGuard, wait_until};
+use crate::common::{ChildGuard, wait_until};
 
 const JOBS: i64 = 400;
 const WORKERS: usize = 2;
@@ -159,7 +158,7 @@ async fn serve_sim_noting_prompts(sim: &Sim) -> (String, Arc<Answers>, Cancellat
 /// developer `.env` is read).
 fn worker_process(db_url: &str, base_url: &str, dir: &std::path::Path) -> ChildGuard {
     ChildGuard(
-        common::rig::worker_command(db_url, base_url, dir)
+        crate::common::rig::worker_command(db_url, base_url, dir)
             .args(["--concurrency", "8", "--poll-ms", "100"])
             .args(["--reap-ms", "500", "--lease-secs", &LEASE_SECS.to_string()])
             .args(["--retry-base-ms", "100", "--retry-max-secs", "1"])

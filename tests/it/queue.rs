@@ -1,10 +1,8 @@
 //! The queue core in one process against real PostgreSQL: enqueue paths,
 //! NOTIFY pickup, exactly-once draining, backoff, idempotency, bad input.
 
-mod common;
-
+use crate::common::{TestDb, count_state, insert_jobs, wait_until};
 use chrono::Utc;
-use common::{TestDb, count_state, insert_jobs, wait_until};
 use genq::job::{Job, NewJob};
 use genq::provider::{Call, Execution, Outcome, Provider};
 use genq::retry::Backoff;

@@ -3,11 +3,9 @@
 //! provider's wait, cooldowns survive restarts, bad keys are disabled, job
 //! faults fail the job, transient faults retry.
 
-mod common;
-
+use crate::common::rig::{Rig, consecutive_429s, keys, sim_id, sim_instant_at};
+use crate::common::{count_state, wait_until};
 use chrono::{DateTime, Utc};
-use common::rig::{Rig, consecutive_429s, keys, sim_id, sim_instant_at};
-use common::{count_state, wait_until};
 use genq::job::NewJob;
 use genq::sim::{KeyBehavior, RetryHeader, SimConfig, SimKey};
 use genq::store::jobs;

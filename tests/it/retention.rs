@@ -1,9 +1,7 @@
 //! Retention: old finished jobs and their attempts are pruned in batches by
 //! one worker at a time; queued and running jobs are never touched.
 
-mod common;
-
-use common::{TestDb, insert_jobs};
+use crate::common::{TestDb, insert_jobs};
 use genq::store::jobs;
 use std::time::Duration;
 

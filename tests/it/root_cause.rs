@@ -7,9 +7,7 @@
 //! - A command whose database cannot be reached says within 3 s which
 //!   host and port it tried and why, never the password.
 
-mod common;
-
-use common::rig::Rig;
+use crate::common::rig::Rig;
 use genq::job::NewJob;
 use genq::sim::SimKey;
 use std::process::Stdio;
@@ -110,7 +108,7 @@ async fn a_tls_failure_names_tls() {
 
 fn genq_jobs_list(database_url: &str) -> (std::process::Output, Duration) {
     let started = Instant::now();
-    let out = common::rig::genq(&common::rig::scratch_dir("root-cause"))
+    let out = crate::common::rig::genq(&crate::common::rig::scratch_dir("root-cause"))
         .args(["jobs", "list"])
         .env("DATABASE_URL", database_url)
         .env("RUST_BACKTRACE", "0")

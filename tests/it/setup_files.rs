@@ -8,13 +8,11 @@
 //! output directory and metrics address. Secrets stay as the files give them;
 //! the sim accepts exactly those.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{ChildGuard, TestDb, wait_until};
+use crate::common::{ChildGuard, TestDb, wait_until};
 use genq::sim::{Sim, SimConfig, SimKey};
 use yaml_rust2::YamlLoader;
 
@@ -85,7 +83,7 @@ async fn sim_for(env: &BTreeMap<String, String>) -> (Sim, String) {
             .collect(),
         ..SimConfig::default()
     });
-    let (base_url, _stop) = common::rig::serve_sim(&sim).await;
+    let (base_url, _stop) = crate::common::rig::serve_sim(&sim).await;
     (sim, base_url)
 }
 
@@ -111,7 +109,7 @@ async fn a_job_succeeds_with(env: BTreeMap<String, String>, dir: &Path, db: &Tes
         .unwrap();
     let started = std::time::Instant::now();
     loop {
-        if common::count_state(&db.pool, "succeeded").await == 1 {
+        if crate::common::count_state(&db.pool, "succeeded").await == 1 {
             return worker;
         }
         if let Some(status) = worker.0.try_wait().unwrap() {

@@ -3,10 +3,8 @@
 //! project share its budget, and a daily cap is used to its count and no
 //! further.
 
-mod common;
-
-use common::rig::{Rig, sim_id};
-use common::{count_state, insert_jobs, wait_until};
+use crate::common::rig::{Rig, sim_id};
+use crate::common::{count_state, insert_jobs, wait_until};
 use genq::sim::{SimConfig, SimKey};
 use serde_json::json;
 use std::time::Duration;

@@ -13,11 +13,9 @@
 //!   the sim announced ends (by the sim's clock), then use it again;
 //! - every job succeeds exactly once.
 
-mod common;
-
+use crate::common::rig::{consecutive_429s, sim_instant_at};
+use crate::common::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
 use chrono::{DateTime, Utc};
-use common::rig::{consecutive_429s, sim_instant_at};
-use common::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
 use genq::sim::{RequestRecord, Sim, SimConfig, SimKey};
 use std::process::Command;
 use std::time::Duration;
@@ -59,7 +57,7 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
         keys: sim_keys,
         ..SimConfig::default()
     });
-    let (base_url, stop_sim) = common::rig::serve_sim(&sim).await;
+    let (base_url, stop_sim) = crate::common::rig::serve_sim(&sim).await;
 
     let dir = std::env::temp_dir().join(format!("genq-soak-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -77,7 +75,7 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
 
     insert_jobs(&db.pool, JOBS, serde_json::json!({})).await;
     let workers: Vec<ChildGuard> = (0..WORKERS)
-        .map(|_| common::rig::worker_process(&db.url, &base_url, &dir))
+        .map(|_| crate::common::rig::worker_process(&db.url, &base_url, &dir))
         .collect();
 
     // Halfway, restart every worker at a moment the slow key is cooling.
@@ -110,7 +108,7 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
     };
     stop_gracefully(workers);
     let workers: Vec<ChildGuard> = (0..WORKERS)
-        .map(|_| common::rig::worker_process(&db.url, &base_url, &dir))
+        .map(|_| crate::common::rig::worker_process(&db.url, &base_url, &dir))
         .collect();
     let restarted_at = Utc::now();
     assert!(

@@ -9,10 +9,8 @@
 //!   a completion batch the database refuses is split until the one bad row
 //!   stands alone; that job is failed with a message saying why.
 
-mod common;
-
-use common::rig::{Rig, keys};
-use common::{TestDb, count_state, insert_jobs, wait_until};
+use crate::common::rig::{Rig, keys};
+use crate::common::{TestDb, count_state, insert_jobs, wait_until};
 use genq::job::NewJob;
 use genq::provider::noop::NoopProvider;
 use genq::sim::SimKey;

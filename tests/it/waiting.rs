@@ -2,11 +2,9 @@
 //! primary's wait is too long, and a job past its `expires_at` fails with a
 //! clear error instead of waiting forever.
 
-mod common;
-
+use crate::common::rig::Rig;
+use crate::common::{count_state, wait_until};
 use chrono::Utc;
-use common::rig::Rig;
-use common::{count_state, wait_until};
 use genq::job::{JobState, NewJob};
 use genq::sim::SimKey;
 use serde_json::json;

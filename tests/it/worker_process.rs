@@ -2,10 +2,8 @@
 //! SIGKILLed worker loses nothing, SIGTERM finishes or releases in-flight jobs,
 //! and a developer's `.env` never reaches the processes tests start.
 
-mod common;
-
-use common::rig::{genq, scratch_dir};
-use common::{TestDb, count_state, insert_jobs, wait_until};
+use crate::common::rig::{genq, scratch_dir};
+use crate::common::{TestDb, count_state, insert_jobs, wait_until};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -299,7 +297,7 @@ async fn a_dotenv_where_the_tests_run_is_never_read_by_their_processes() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "workers_started_from_a_directory_with_a_dotenv_ignore_it",
+            "worker_process::workers_started_from_a_directory_with_a_dotenv_ignore_it",
             "--nocapture",
         ])
         .env(INSIDE_A_DIR_WITH_A_DOTENV, "1")

@@ -1,5 +1,5 @@
 //! Shared test set-up: a fresh, migrated database per test on a real
-//! PostgreSQL: `DATABASE_URL` if set, else one private cluster per test binary.
+//! PostgreSQL: `DATABASE_URL` if set, else one private cluster for the test binary.
 #![allow(dead_code)]
 
 use sqlx::PgPool;

@@ -1,0 +1,36 @@
+//! The integration tests, in one binary: one link of the crate, and one
+//! private PostgreSQL cluster (when `DATABASE_URL` is unset) shared by every
+//! test, each still in a database of its own (`common::TestDb`).
+//!
+//! Each module is one concern, named after it; `common` holds the database,
+//! the sim rig and the helpers that start `genq` processes. The one other
+//! test binary, `tests/observability.rs`, counts genq's process-wide
+//! metrics, so it runs in a process of its own.
+
+mod common;
+
+mod api;
+mod bounded_memory;
+mod capacity;
+mod clock;
+mod demo;
+mod deploy_files;
+mod faults;
+mod key_buckets;
+mod key_operations;
+mod metrics;
+mod pg_restart;
+mod queue;
+mod rate_limits;
+mod retention;
+mod root_cause;
+mod run_command;
+mod setup_files;
+mod shared_budget;
+mod shared_limits;
+mod sim;
+mod sim_limits;
+mod soak;
+mod stranded;
+mod waiting;
+mod worker_process;
