@@ -323,9 +323,9 @@ async fn run(args: RunArgs) -> Result<()> {
         .filter(|t| !t.trim().is_empty());
     let require = args.worker.metrics_require_token;
     genq::api::check_listen(args.listen, token.as_deref()).map_err(anyhow::Error::msg)?;
-    genq::api::check_metrics_listen(args.listen, token.as_deref(), require)
-        .map_err(anyhow::Error::msg)?;
-    let metrics_need_token = genq::api::metrics_need_token(args.listen, require);
+    let metrics_need_token =
+        genq::api::check_metrics_listen(args.listen, token.as_deref(), require)
+            .map_err(anyhow::Error::msg)?;
     let pool = worker_pool(&args.worker).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -359,9 +359,9 @@ async fn serve_metrics(
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let token = args.api_token.clone().filter(|t| !t.trim().is_empty());
-    genq::api::check_metrics_listen(addr, token.as_deref(), args.metrics_require_token)
-        .map_err(|e| anyhow::anyhow!("GENQ_METRICS_LISTEN: {e}"))?;
-    let needed = genq::api::metrics_need_token(addr, args.metrics_require_token);
+    let needed =
+        genq::api::check_metrics_listen(addr, token.as_deref(), args.metrics_require_token)
+            .map_err(|e| anyhow::anyhow!("GENQ_METRICS_LISTEN: {e}"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr} (GENQ_METRICS_LISTEN)"))?;

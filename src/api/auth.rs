@@ -57,15 +57,18 @@ pub fn metrics_need_token(listen: SocketAddr, require: bool) -> bool {
     require && !listen.ip().is_loopback()
 }
 
-/// Refuses `GENQ_METRICS_REQUIRE_TOKEN` beyond loopback with no token to require.
+/// Whether `/metrics` on `listen` needs the token ([`metrics_need_token`]);
+/// refuses `GENQ_METRICS_REQUIRE_TOKEN` beyond loopback with no token to
+/// require.
 pub fn check_metrics_listen(
     listen: SocketAddr,
     token: Option<&str>,
     require: bool,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let has_token = token.is_some_and(|t| !t.trim().is_empty());
-    if !metrics_need_token(listen, require) || has_token {
-        return Ok(());
+    let needed = metrics_need_token(listen, require);
+    if !needed || has_token {
+        return Ok(needed);
     }
     Err(format!(
         "GENQ_METRICS_REQUIRE_TOKEN is set and {listen} is beyond loopback, but there is no \
@@ -153,11 +156,11 @@ mod tests {
                 needs,
                 "{listen} {require}"
             );
-            assert_eq!(
-                check_metrics_listen(listen, token, require).is_ok(),
-                starts,
-                "{listen} {require} {token:?}"
-            );
+            let checked = check_metrics_listen(listen, token, require);
+            assert_eq!(checked.is_ok(), starts, "{listen} {require} {token:?}");
+            if let Ok(needed) = checked {
+                assert_eq!(needed, needs, "{listen} {require} {token:?}");
+            }
         }
     }
 

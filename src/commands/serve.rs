@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use genq::api::{ApiState, check_listen, check_metrics_listen, metrics_need_token};
+use genq::api::{ApiState, check_listen, check_metrics_listen};
 
 use crate::DbArgs;
 
@@ -30,9 +30,9 @@ pub struct ServeArgs {
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<()> {
     let token = args.api_token.filter(|t| !t.trim().is_empty());
     check_listen(args.listen, token.as_deref()).map_err(anyhow::Error::msg)?;
-    check_metrics_listen(args.listen, token.as_deref(), args.metrics_require_token)
-        .map_err(anyhow::Error::msg)?;
-    let metrics_need_token = metrics_need_token(args.listen, args.metrics_require_token);
+    let metrics_need_token =
+        check_metrics_listen(args.listen, token.as_deref(), args.metrics_require_token)
+            .map_err(anyhow::Error::msg)?;
     genq::metrics::install();
     let pool = super::connect_migrated(&args.db.database_url, 16).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
