@@ -24,13 +24,13 @@ pub enum ConnectError {
 
 /// Opens a pool of at most `max` connections to `url`, after one direct
 /// connection that fails within [`CONNECT_TIMEOUT`] with its cause.
+/// Errors later on (the server gone after start-up) come from the pool.
 pub async fn connect(url: &str, max: u32) -> Result<PgPool, ConnectError> {
     let options: PgConnectOptions = url
         .parse()
         .map_err(|e: sqlx::Error| ConnectError::BadUrl(crate::cause::chain(&e)))?;
-    let at = target(&options);
     let unreachable = |cause: String| ConnectError::Unreachable {
-        target: at.clone(),
+        target: target(&options),
         cause,
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
@@ -45,13 +45,13 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, ConnectError> {
             )));
         }
     }
-    PgPoolOptions::new()
+    // The server answered just now: the pool opens its connections as they
+    // are needed, not a second one here.
+    Ok(PgPoolOptions::new()
         .max_connections(max)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .map_err(|e| unreachable(crate::cause::chain(&e)))
+        .connect_lazy_with(options))
 }
 
 /// `host:port/database` (or the socket directory), as genq tried it.
