@@ -1,15 +1,13 @@
 //! A job as producers describe it ([`NewJob`]) and as the queue holds it ([`Job`]).
 //!
-//! Validation lives here so every way in (SQL aside, which the table's CHECKs
-//! guard) refuses the same bad input with the same message.
+//! What a producer may submit is checked in [`crate::validation`].
 
 use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// The model used when a producer names none (the table's default too).
-pub const DEFAULT_MODEL: &str = "gpt-image-2";
+pub use crate::provider::catalog::DEFAULT_MODEL;
 /// The queue used when a producer names none.
 pub const DEFAULT_QUEUE: &str = "default";
 /// Real failures a job may have before it is failed for good.
@@ -121,48 +119,6 @@ impl NewJob {
 
     pub fn queue(&self) -> &str {
         self.queue.as_deref().unwrap_or(DEFAULT_QUEUE)
-    }
-
-    /// Checks the job-level fields every job must satisfy, whatever its model.
-    /// Model-specific params are checked by the provider's model catalogue.
-    pub fn validate(&self) -> Result<(), InvalidJob> {
-        let bad = |msg: String| Err(InvalidJob(msg));
-        if self.prompt.trim().is_empty() {
-            return bad("prompt is empty; give a description of the image to generate".into());
-        }
-        if self.model().trim().is_empty() {
-            return bad("model is empty; omit it for the default (gpt-image-2) or name one".into());
-        }
-        if self.queue().trim().is_empty() {
-            return bad("queue is empty; omit it for \"default\" or name one".into());
-        }
-        if let Some(params) = &self.params
-            && !params.is_object()
-        {
-            return bad(format!(
-                "params must be a JSON object such as {{\"size\": \"1024x1024\"}}, not {params}"
-            ));
-        }
-        if let Some(priority) = self.priority
-            && !(0..=MAX_PRIORITY).contains(&priority)
-        {
-            return bad(format!(
-                "priority {priority} is out of range; use 0 to {MAX_PRIORITY} (higher runs first)"
-            ));
-        }
-        if let Some(max) = self.max_attempts
-            && !(1..=MAX_MAX_ATTEMPTS).contains(&max)
-        {
-            return bad(format!(
-                "max_attempts {max} is out of range; use 1 to {MAX_MAX_ATTEMPTS}"
-            ));
-        }
-        if let Some(key) = &self.idempotency_key
-            && key.trim().is_empty()
-        {
-            return bad("idempotency_key is empty; omit it or give a non-empty key".into());
-        }
-        Ok(())
     }
 }
 
@@ -280,53 +236,6 @@ mod tests {
         let err = "done".parse::<JobState>().unwrap_err();
         assert!(err.0.contains("unknown state \"done\""), "{err}");
         assert!(err.0.contains("queued, running"), "{err}");
-    }
-
-    #[test]
-    fn validation_names_the_field_and_the_fix() {
-        let cases: &[(NewJob, &str)] = &[
-            (NewJob::new("  "), "prompt is empty"),
-            (
-                NewJob {
-                    priority: Some(-1),
-                    ..NewJob::new("fox")
-                },
-                "priority -1 is out of range; use 0 to 1000",
-            ),
-            (
-                NewJob {
-                    max_attempts: Some(0),
-                    ..NewJob::new("fox")
-                },
-                "max_attempts 0 is out of range",
-            ),
-            (
-                NewJob {
-                    params: Some(serde_json::json!([1])),
-                    ..NewJob::new("fox")
-                },
-                "params must be a JSON object",
-            ),
-            (
-                NewJob {
-                    model: Some(String::new()),
-                    ..NewJob::new("fox")
-                },
-                "model is empty",
-            ),
-            (
-                NewJob {
-                    idempotency_key: Some(" ".into()),
-                    ..NewJob::new("fox")
-                },
-                "idempotency_key is empty",
-            ),
-        ];
-        for (job, want) in cases {
-            let err = job.validate().unwrap_err();
-            assert!(err.0.contains(want), "{job:?}: got {err}, want {want}");
-        }
-        assert_eq!(NewJob::new("a red fox").validate(), Ok(()));
     }
 
     fn stored_job(attempts: i32) -> Job {

@@ -40,4 +40,5 @@ pub mod sim;
 pub mod store;
 pub mod submit;
 pub mod telemetry;
+pub mod validation;
 pub mod worker;

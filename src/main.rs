@@ -494,7 +494,7 @@ async fn submit(args: SubmitArgs) -> Result<()> {
         idempotency_key: args.idempotency_key,
         expires_at: None,
     };
-    job.validate()?;
+    genq::submit::validate(&job)?;
     let pool = genq::db::connect(&args.db.database_url, 2)
         .await
         .context("connecting to DATABASE_URL")?;

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::job::InvalidJob;
 use crate::store::StoreError;
+use crate::submit::SubmitError;
 
 /// An error answer: its status and a message saying what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +81,16 @@ impl IntoResponse for ApiError {
 impl From<InvalidJob> for ApiError {
     fn from(err: InvalidJob) -> Self {
         ApiError::bad_request(err.0)
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(err: SubmitError) -> Self {
+        match err {
+            SubmitError::Field(err) => err.into(),
+            SubmitError::Params(err) => ApiError::bad_request(err.to_string()),
+            SubmitError::Store(err) => err.into(),
+        }
     }
 }
 

@@ -3,13 +3,15 @@
 //! One table in code, so a bad job is refused when it is submitted, with a
 //! message saying how to fix it, instead of failing later at the provider
 //! after waiting for a rate-limit slot. The table follows async-openai 0.43's
-//! `ImageModel` and `CreateImageRequest` docs. Validation of a job's params
-//! against it is in [`super::params`] (re-exported here).
+//! `ImageModel` and `CreateImageRequest` docs. Checking a job's params
+//! against it is [`crate::validation`]'s work.
 
-pub use super::params::{ParamError, image_count, validate};
-
-/// The model used when a job names none.
+/// The model used when a job names none. The one definition: `NewJob`,
+/// the CLI and the API use it, and a test checks that the `genq.jobs.model`
+/// column's SQL default is the same name.
 pub const DEFAULT_MODEL: &str = "gpt-image-2";
+
+use serde_json::Value;
 
 /// Sizes every GPT image model accepts.
 pub const STANDARD_SIZES: &[&str] = &["1024x1024", "1536x1024", "1024x1536", "auto"];
@@ -133,6 +135,15 @@ pub fn flexible_size_ok(size: &str) -> bool {
         && (FLEXIBLE_PIXELS.0..=FLEXIBLE_PIXELS.1).contains(&pixels)
 }
 
+/// The number of images a job asks for: `n`, default 1, clamped to 1..=10
+/// (validated params are always in range).
+pub fn image_count(params: &Value) -> u32 {
+    params
+        .get("n")
+        .and_then(Value::as_u64)
+        .map_or(1, |n| n.clamp(1, 10) as u32)
+}
+
 impl ModelSpec {
     /// Whether this model accepts `size`.
     pub fn size_ok(&self, size: &str) -> bool {
@@ -184,6 +195,20 @@ mod tests {
         for (size, ok2, ok15) in cases {
             assert_eq!(g2.size_ok(size), ok2, "gpt-image-2 {size}");
             assert_eq!(g15.size_ok(size), ok15, "gpt-image-1.5 {size}");
+        }
+    }
+
+    #[test]
+    fn counts() {
+        for (params, want) in [
+            (serde_json::json!(null), 1),
+            (serde_json::json!({}), 1),
+            (serde_json::json!({"n": 4}), 4),
+            (serde_json::json!({"n": null}), 1),
+            (serde_json::json!({"n": 99}), 10),
+            (serde_json::json!({"n": "3"}), 1),
+        ] {
+            assert_eq!(image_count(&params), want, "{params}");
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use super::params::image_count;
+use super::catalog::image_count;
 
 /// The size assumed for `auto` and for sizes that cannot be read: the
 /// largest any model accepts (3840x2160).

@@ -76,7 +76,8 @@ impl ImagesProvider {
     async fn run(&self, job: &Job) -> Execution {
         // A job the client cannot send fails before its slot is used, and
         // the slot goes back: no key is charged for it.
-        if let Err(err) = catalog::validate(&job.model, &job.prompt, &job.params) {
+        if let Err(err) = crate::validation::params::validate(&job.model, &job.prompt, &job.params)
+        {
             self.give_back_slots(&job.model, 1).await;
             return Execution::without_call(Outcome::Failed {
                 error: err.to_string(),

@@ -9,10 +9,8 @@ pub mod classify;
 pub mod footprint;
 pub mod headers;
 pub mod images;
-pub mod known_params;
 pub mod noop;
 pub mod openai;
-pub mod params;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

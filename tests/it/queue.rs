@@ -6,7 +6,8 @@ use chrono::Utc;
 use genq::job::{Job, NewJob};
 use genq::provider::{Call, Execution, Outcome, Provider};
 use genq::retry::Backoff;
-use genq::store::{StoreError, jobs};
+use genq::store::jobs;
+use genq::submit::SubmitError;
 use genq::worker::{Worker, WorkerConfig};
 use serde_json::json;
 use std::collections::HashMap;
@@ -364,7 +365,8 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_written() {
     ];
     for (job, want) in cases {
         match genq::submit::submit(&db.pool, &job).await {
-            Err(StoreError::Invalid(msg)) => {
+            Err(err @ (SubmitError::Field(_) | SubmitError::Params(_))) => {
+                let msg = err.to_string();
                 assert!(msg.contains(want), "got {msg:?}, want {want:?}")
             }
             other => panic!("{job:?} was not refused: {other:?}"),
@@ -461,4 +463,18 @@ async fn a_completion_after_the_lease_was_lost_is_ignored() {
         .map(|a| a.outcome)
         .collect();
     assert_eq!(outcomes, ["lost"]);
+}
+
+/// The SQL default of `genq.jobs.model` is the model genq's own ways in use
+/// when a producer names none, so a plain INSERT and `genq submit` agree.
+#[tokio::test]
+async fn plain_sql_gets_the_same_default_model() {
+    let db = TestDb::new().await;
+    insert_jobs(&db.pool, 1, json!({})).await;
+    let model: String = sqlx::query_scalar("SELECT model FROM genq.jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(model, genq::job::DEFAULT_MODEL);
+    assert_eq!(NewJob::new("fox").model(), genq::job::DEFAULT_MODEL);
 }

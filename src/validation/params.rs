@@ -7,79 +7,12 @@
 
 use serde_json::{Map, Value};
 
-use super::catalog::{Lookup, lookup};
-use super::known_params::check_known;
+use super::model_params::check_known;
+use super::param_error::{ParamError, invalid};
+use crate::provider::catalog::{Lookup, lookup};
 
-/// Why a job's params are refused. The message says what is wrong and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParamError {
-    /// The prompt is empty or blank.
-    #[error("prompt is empty; describe the image to generate")]
-    EmptyPrompt,
-    /// The prompt is longer than the model accepts.
-    #[error("prompt is {chars} characters but {model} accepts at most {max}; shorten it")]
-    PromptTooLong {
-        /// The model.
-        model: String,
-        /// The prompt's length in characters.
-        chars: usize,
-        /// The model's limit.
-        max: usize,
-    },
-    /// The model is no longer served.
-    #[error("model \"{model}\" is retired: {advice}")]
-    RetiredModel {
-        /// The model asked for.
-        model: String,
-        /// What to use instead.
-        advice: &'static str,
-    },
-    /// `params` is not a JSON object.
-    #[error(
-        "params must be a JSON object such as {{\"size\": \"1024x1024\", \"n\": 2}}, not {got}"
-    )]
-    NotAnObject {
-        /// What it is instead ("an array").
-        got: &'static str,
-    },
-    /// A key the model does not accept.
-    #[error("unknown parameter \"{key}\" for {model}; accepted: {accepted}")]
-    UnknownKey {
-        /// The key.
-        key: String,
-        /// The model.
-        model: String,
-        /// The accepted keys, comma-separated.
-        accepted: String,
-    },
-    /// A legacy key GPT image models refuse.
-    #[error("{key} is not supported by {model}: {why}; remove it")]
-    Unsupported {
-        /// The key.
-        key: &'static str,
-        /// The model.
-        model: String,
-        /// Why, and what to do instead.
-        why: &'static str,
-    },
-    /// A value outside what the model accepts.
-    #[error("{key} {value} is not supported by {model}; use {expected}")]
-    Invalid {
-        /// The key.
-        key: &'static str,
-        /// The value, as JSON (strings quoted).
-        value: String,
-        /// The model.
-        model: String,
-        /// What is accepted.
-        expected: String,
-    },
-    /// Two params that do not go together.
-    #[error("{0}")]
-    Conflict(String),
-}
-
-/// Checks a job before it is queued. See the module doc for what is checked.
+/// Checks a job's model, prompt and params (and its fallback models').
+/// See the module doc for what is checked.
 pub fn validate(model: &str, prompt: &str, params: &Value) -> Result<(), ParamError> {
     check(model, prompt, params)?;
     if let Some(list) = object(params)?
@@ -99,15 +32,6 @@ pub fn validate(model: &str, prompt: &str, params: &Value) -> Result<(), ParamEr
     Ok(())
 }
 
-/// The number of images a job asks for: `n`, default 1, clamped to 1..=10
-/// (validated params are always in range).
-pub fn image_count(params: &Value) -> u32 {
-    params
-        .get("n")
-        .and_then(Value::as_u64)
-        .map_or(1, |n| n.clamp(1, 10) as u32)
-}
-
 fn fallback_error(v: &Value, model: &str) -> ParamError {
     invalid(
         "fallback_models",
@@ -125,20 +49,6 @@ fn object(params: &Value) -> Result<Map<String, Value>, ParamError> {
         Value::String(_) => Err(ParamError::NotAnObject { got: "a string" }),
         Value::Number(_) => Err(ParamError::NotAnObject { got: "a number" }),
         Value::Bool(_) => Err(ParamError::NotAnObject { got: "a boolean" }),
-    }
-}
-
-pub(super) fn invalid(
-    key: &'static str,
-    value: &Value,
-    model: &str,
-    expected: impl Into<String>,
-) -> ParamError {
-    ParamError::Invalid {
-        key,
-        value: value.to_string(),
-        model: model.to_owned(),
-        expected: expected.into(),
     }
 }
 
@@ -251,19 +161,5 @@ mod tests {
             Ok(())
         );
         assert_eq!(validate("my-model", &long, &json!({})), Ok(()));
-    }
-
-    #[test]
-    fn counts() {
-        for (params, want) in [
-            (json!(null), 1),
-            (json!({}), 1),
-            (json!({"n": 4}), 4),
-            (json!({"n": null}), 1),
-            (json!({"n": 99}), 10),
-            (json!({"n": "3"}), 1),
-        ] {
-            assert_eq!(image_count(&params), want, "{params}");
-        }
     }
 }

@@ -1,11 +1,11 @@
 //! The strict check of a known model's params: every key must be one the
-//! model accepts, with a value it accepts. Split from [`super::params`],
-//! which decides *whether* a model gets this check, to keep each file small.
+//! model accepts, with a value it accepts. [`super::params`] decides
+//! *whether* a model gets this check; this file only runs it.
 
 use serde_json::{Map, Value};
 
-use super::catalog::{FLEXIBLE_RULE, ModelSpec, STANDARD_SIZES, Sizes};
-use super::params::{ParamError, invalid};
+use super::param_error::{ParamError, invalid};
+use crate::provider::catalog::{FLEXIBLE_RULE, ModelSpec, STANDARD_SIZES, Sizes};
 
 /// Params accepted for known models: the Images API's plus genq's own
 /// `fallback_models`.
@@ -127,7 +127,7 @@ pub(super) fn check_known(
 
 #[cfg(test)]
 mod tests {
-    use crate::provider::params::validate;
+    use crate::validation::params::validate;
     use serde_json::json;
 
     #[test]
