@@ -12,6 +12,7 @@ use genq::job::NewJob;
 use genq::keys::Keyring;
 use genq::output::OutputStore;
 use genq::provider::images::{ImagesProvider, ImagesSettings};
+use genq::provider::images_api::{DryRun, ImagesApi};
 use genq::provider::noop::NoopProvider;
 use genq::provider::openai::ImagesClient;
 use genq::worker::{Worker, WorkerConfig};
@@ -399,13 +400,16 @@ async fn run_worker(
     };
     let report = match args.provider {
         ProviderKind::Noop => Worker::new(pool, config, NoopProvider).run(shutdown).await,
-        ProviderKind::Openai | ProviderKind::DryRun => {
-            let dry_run = matches!(args.provider, ProviderKind::DryRun);
-            let provider = images_provider(&pool, &args.openai, dry_run)?;
-            provider
-                .register_keys()
-                .await
-                .context("registering API keys")?;
+        ProviderKind::Openai => {
+            let client = ImagesClient::new(
+                &args.openai.openai_base_url,
+                Duration::from_secs_f64(args.openai.provider_timeout_secs),
+            );
+            let provider = images_provider(&pool, &args.openai, client).await?;
+            Worker::new(pool, config, provider).run(shutdown).await
+        }
+        ProviderKind::DryRun => {
+            let provider = images_provider(&pool, &args.openai, DryRun).await?;
             Worker::new(pool, config, provider).run(shutdown).await
         }
     };
@@ -442,12 +446,13 @@ fn retention(succeeded: Duration, failed: Duration) -> Option<genq::worker::Rete
     })
 }
 
-/// The real provider from the environment's keys and settings.
-fn images_provider(
+/// The provider over `client` from the environment's keys and settings,
+/// its keys registered.
+async fn images_provider<C: ImagesApi>(
     pool: &sqlx::PgPool,
     args: &OpenAiArgs,
-    dry_run: bool,
-) -> Result<ImagesProvider> {
+    client: C,
+) -> Result<ImagesProvider<C>> {
     let keys = genq::keys::from_env()?;
     if keys.is_empty() {
         bail!(
@@ -458,19 +463,18 @@ fn images_provider(
         bail!("--default-rpm must be a positive number");
     }
     tracing::info!(keys = ?keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), base_url = %args.openai_base_url, "provider ready");
-    Ok(ImagesProvider::new(
+    let provider = ImagesProvider::new(
         pool.clone(),
-        ImagesClient::new(
-            &args.openai_base_url,
-            Duration::from_secs_f64(args.provider_timeout_secs),
-        ),
+        client,
         OutputStore::new(&args.output_dir),
         Keyring::new(keys, args.default_rpm).with_retest(args.key_retest),
-        ImagesSettings {
-            dry_run,
-            ..ImagesSettings::default()
-        },
-    ))
+        ImagesSettings::default(),
+    );
+    provider
+        .register_keys()
+        .await
+        .context("registering API keys")?;
+    Ok(provider)
 }
 
 async fn submit(args: SubmitArgs) -> Result<()> {

@@ -175,11 +175,6 @@ impl KeyHealth {
         }
     }
 
-    /// Books a call that reserved its slot but was never sent (dry run).
-    pub async fn record_dry_run(&self, key_id: &str, bucket: &str) {
-        self.book_success(key_id, bucket).await;
-    }
-
     /// Cools the key and bucket after a 429, from the moment the answer
     /// arrived; returns how long the key now cools, and a reason.
     async fn cool(

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use super::catalog;
 use super::classify::{self, Verdict};
-use super::openai::{CallFailure, ImagesClient};
+use super::images_api::ImagesApi;
+use super::openai::{CallFailure, Delivered, ImagesClient};
 use super::{Call, Capacity, Execution, Outcome, Provider};
 use crate::job::Job;
 use crate::keys::health::{Answer, HealthSettings};
@@ -34,26 +35,22 @@ use crate::store::buckets;
 pub struct ImagesSettings {
     /// What answers do to keys: circuit breaker, backoff after a bare 429.
     pub health: HealthSettings,
-    /// Reserve a key's slot and book the call as usual, but send nothing and
-    /// succeed at once: genq's own cost per job, limiter included, with no
-    /// provider in the way (`genq worker --provider dry-run`).
-    pub dry_run: bool,
 }
 
-/// Generates images with the OpenAI Images API (or a compatible server).
-pub struct ImagesProvider {
+/// Generates images with the OpenAI Images API (or a compatible server)
+/// through `C`: the real client, or [`super::images_api::DryRun`].
+pub struct ImagesProvider<C: ImagesApi = ImagesClient> {
     pool: PgPool,
-    client: ImagesClient,
+    client: C,
     output: OutputStore,
     keyring: Keyring,
-    settings: ImagesSettings,
     health: KeyHealth,
 }
 
-impl ImagesProvider {
+impl<C: ImagesApi> ImagesProvider<C> {
     pub fn new(
         pool: PgPool,
-        client: ImagesClient,
+        client: C,
         output: OutputStore,
         keyring: Keyring,
         settings: ImagesSettings,
@@ -64,7 +61,6 @@ impl ImagesProvider {
             keyring,
             health: KeyHealth::new(pool.clone(), settings.health),
             pool,
-            settings,
         }
     }
 
@@ -99,9 +95,6 @@ impl ImagesProvider {
     }
 
     async fn call(&self, job: &Job, model: &str, slot: Slot<'_>) -> Execution {
-        if self.settings.dry_run {
-            return self.dry_call(model, slot).await;
-        }
         let key_id = slot.key.id.clone();
         let started_at = Utc::now();
         let call = self
@@ -186,13 +179,16 @@ impl ImagesProvider {
             };
         match verdict {
             Verdict::Success => {
-                let images = response.result.expect("success has a body");
-                let max_image = super::footprint::max_image_bytes(&job.params);
-                match self
-                    .output
-                    .save(job.id, job.attempts, images, max_image)
-                    .await
-                {
+                let stored = match response.result.expect("success has a body") {
+                    Delivered::Images(images) => {
+                        let max_image = super::footprint::max_image_bytes(&job.params);
+                        self.output
+                            .save(job.id, job.attempts, images, max_image)
+                            .await
+                    }
+                    Delivered::NotSent => Ok(serde_json::json!({ "dry_run": true })),
+                };
+                match stored {
                     Ok(mut result) => {
                         if let Value::Object(map) = &mut result {
                             map.insert("model".into(), Value::String(model.to_string()));
@@ -260,39 +256,9 @@ impl ImagesProvider {
             },
         }
     }
-
-    /// A call that reserved its slot but is never sent: booked as a success.
-    async fn dry_call(&self, model: &str, slot: Slot<'_>) -> Execution {
-        let started_at = Utc::now();
-        let key_id = slot.key.id.clone();
-        self.health.record_dry_run(&key_id, &slot.bucket).await;
-        // As if it answered: a dry-run key is never a new key's probe in flight.
-        let no_headers = reqwest::header::HeaderMap::new();
-        if let Err(err) = self
-            .keyring
-            .learn_account(&self.pool, &key_id, &no_headers)
-            .await
-        {
-            tracing::warn!(error = %err, "recording the key's answer failed");
-        }
-        crate::metrics::provider_request(&key_id, model, "succeeded");
-        Execution {
-            outcome: Outcome::Succeeded {
-                result: serde_json::json!({ "dry_run": true, "model": model, "key_id": key_id }),
-            },
-            call: Some(Call {
-                outcome: "succeeded",
-                key_id: Some(key_id),
-                http_status: None,
-                error: None,
-                retry_after: None,
-                started_at,
-            }),
-        }
-    }
 }
 
-impl Provider for ImagesProvider {
+impl<C: ImagesApi> Provider for ImagesProvider<C> {
     fn limited(&self) -> bool {
         true
     }
@@ -322,11 +288,7 @@ impl Provider for ImagesProvider {
     }
 
     fn footprint(&self, job: &Job) -> u64 {
-        if self.settings.dry_run {
-            0
-        } else {
-            super::footprint::peak_bytes(&job.params)
-        }
+        self.client.peak_bytes(&job.params)
     }
 
     async fn execute(&self, job: &Job) -> Execution {

@@ -9,6 +9,7 @@ pub mod classify;
 pub mod footprint;
 pub mod headers;
 pub mod images;
+pub mod images_api;
 pub mod noop;
 pub mod openai;
 

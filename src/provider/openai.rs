@@ -46,7 +46,16 @@ pub struct ProviderResponse {
     /// None when no HTTP answer came back.
     pub status: Option<u16>,
     pub headers: HeaderMap,
-    pub result: Result<ImagesResponse, CallFailure>,
+    pub result: Result<Delivered, CallFailure>,
+}
+
+/// What a successful call handed back.
+#[derive(Debug)]
+pub enum Delivered {
+    /// The provider's answer, with the images to store.
+    Images(ImagesResponse),
+    /// Nothing was sent (`images_api::DryRun`): a success with nothing to store.
+    NotSent,
 }
 
 #[derive(Default)]
@@ -132,7 +141,7 @@ impl ImagesClient {
             .await;
         let seen = std::mem::take(&mut *seen.lock().expect("seen lock"));
         let result = match outcome {
-            Ok(images) => Ok(images),
+            Ok(images) => Ok(Delivered::Images(images)),
             Err(err) => Err(match (seen.transport, seen.status, seen.body) {
                 (Some(transport), _, _) => transport,
                 (None, Some(status), Some(body)) => CallFailure::Http { status, body },

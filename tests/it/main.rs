@@ -15,6 +15,7 @@ mod capacity;
 mod clock;
 mod demo;
 mod deploy_files;
+mod dry_run;
 mod faults;
 mod key_buckets;
 mod key_operations;
