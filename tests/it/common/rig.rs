@@ -66,7 +66,6 @@ impl Rig {
                 },
                 ..Default::default()
             },
-            ..ImagesSettings::default()
         };
         ImagesProvider::new(
             self.db.pool.clone(),
