@@ -5,7 +5,7 @@
 //! behind the bearer token when one is set) and `GET /healthz`, `GET /metrics`,
 //! `GET /openapi.json` (open; `/metrics` needs the token too with
 //! `GENQ_METRICS_REQUIRE_TOKEN` on a listener beyond loopback).
-//! Add new authenticated routes in [`authenticated_routes`] and new shared
+//! Add new authenticated routes in `authenticated_routes` and new shared
 //! dependencies as fields of [`ApiState`].
 //!
 //! Every error answer is `{"error": "..."}` ([`error::ApiError`]); bodies are

@@ -201,7 +201,7 @@ impl Keyring {
     }
 
     /// The next slot granted for `model`, once its moment has come; `None`
-    /// if none is left (stale ones are dropped: see [`STALE_AFTER`]).
+    /// if none is left (stale ones are dropped: see `STALE_AFTER`).
     pub async fn take(&self, model: &str) -> Option<Slot<'_>> {
         let granted = {
             let mut all = self.granted.lock().expect("granted lock");

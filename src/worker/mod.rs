@@ -2,18 +2,18 @@
 //!
 //! - The claim loop never fetches more jobs than it has free slots; a slot is
 //!   held from claim until the job's completion is written. For a
-//!   rate-limited provider, [`producer`] also reserves a key's room before
+//!   rate-limited provider, `producer` also reserves a key's room before
 //!   it claims, so jobs that would only wait stay untouched in line.
 //! - It wakes on LISTEN/NOTIFY (new jobs, changed keys), on a freed slot, at
 //!   the soonest moment a waiting model may have room, or on a poll tick
 //!   (for missed notifications and future `run_at`s).
-//! - [`background`] keeps leases alive, reaps jobs of dead workers, listens
-//!   for notifications and prunes old finished jobs; [`settle`] turns a
-//!   provider's verdict into a completion, and [`completer`] writes
+//! - `background` keeps leases alive, reaps jobs of dead workers, listens
+//!   for notifications and prunes old finished jobs; `settle` turns a
+//!   provider's verdict into a completion, and `completer` writes
 //!   completions in batches (splitting a batch the database refuses).
-//! - [`held`] is what the worker holds: the heartbeat renews exactly those
+//! - `held` is what the worker holds: the heartbeat renews exactly those
 //!   jobs, so a row it no longer tracks lapses within one lease.
-//! - [`memory`] bounds the image bytes its jobs hold at once; past it, jobs
+//! - `memory` bounds the image bytes its jobs hold at once; past it, jobs
 //!   wait before calling and claims stop.
 //! - Shutdown (the token): stop claiming, let in-flight jobs finish within the
 //!   grace period, release the rest back to `queued`, return.
