@@ -14,12 +14,10 @@
 //!
 //! `cargo bench --bench backlog -- [jobs=100000] [keys=2] [rpm=5] [processes=2] [secs=600] [cool_secs=60]`
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use genq::sim::{Sim, SimConfig, SimKey};
-use support::{Scratch, WorkerProcess, arg};
+use genq_sim::{Sim, SimConfig, SimKey};
+use genq_testkit::bench::{Scratch, WorkerProcess, arg};
 
 fn main() {
     let jobs: i64 = arg("jobs", 100_000);
@@ -35,7 +33,7 @@ fn main() {
             keys: secrets.iter().map(|s| SimKey::new(s, rpm)).collect(),
             ..SimConfig::default()
         });
-        let (base_url, stop) = support::serve_sim(&sim).await;
+        let (base_url, stop) = genq_testkit::rig::serve_sim(&sim).await;
 
         let dir = std::env::temp_dir().join(format!("genq-backlog-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

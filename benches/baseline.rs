@@ -5,10 +5,8 @@
 //!
 //! `cargo bench --bench baseline -- [batches=1,10,64,256] [clients=2] [secs=10]`
 
-mod support;
-
+use genq_testkit::bench::{Scratch, arg};
 use std::process::Command;
-use support::{Scratch, arg};
 
 fn main() {
     let batches: String = arg("batches", "1,10,64,256".to_string());
@@ -18,7 +16,7 @@ fn main() {
         env!("CARGO_MANIFEST_DIR"),
         "/benches/sql/claim_complete.sql"
     );
-    let pgbench = genq::embedded_pg::find_bin_dir()
+    let pgbench = genq_pg::find_bin_dir()
         .map(|d| d.join("pgbench"))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| "pgbench".into());

@@ -7,12 +7,10 @@
 //!
 //! `cargo bench --bench discovery -- [limits=40,50,90] [processes=2] [minutes=10] [jobs=5000]`
 
-mod support;
-
 use std::time::Duration;
 
-use genq::sim::{RequestRecord, Sim, SimConfig, SimKey};
-use support::{Scratch, WorkerProcess, arg};
+use genq_sim::{RequestRecord, Sim, SimConfig, SimKey};
+use genq_testkit::bench::{Scratch, WorkerProcess, arg};
 
 fn main() {
     let limits: Vec<u32> = arg("limits", "40,50,90".to_string())
@@ -38,7 +36,7 @@ fn main() {
                 .collect(),
             ..SimConfig::default()
         });
-        let (base_url, stop) = support::serve_sim(&sim).await;
+        let (base_url, stop) = genq_testkit::rig::serve_sim(&sim).await;
         let keys: Vec<String> = secrets
             .iter()
             .enumerate()

@@ -11,12 +11,10 @@
 //!   announces `x-ratelimit-limit-requests`, so genq learns from headers and 429s.
 //! - aimd: as learned, but the sim sends no rate-limit headers: 429s only.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use genq::sim::{Sim, SimConfig, SimKey};
-use support::{Scratch, WorkerProcess, arg};
+use genq_sim::{Sim, SimConfig, SimKey};
+use genq_testkit::bench::{Scratch, WorkerProcess, arg};
 
 fn main() {
     let jobs: i64 = arg("jobs", 600);
@@ -37,7 +35,7 @@ fn main() {
                 .collect(),
             ..SimConfig::default()
         });
-        let (base_url, stop) = support::serve_sim(&sim).await;
+        let (base_url, stop) = genq_testkit::rig::serve_sim(&sim).await;
 
         let dir = std::env::temp_dir().join(format!("genq-goodput-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -11,11 +11,9 @@
 //!
 //! `cargo bench --bench memory -- [provider=noop|sim] [jobs=N] [concurrency=N] [image_mib=512]`
 
-mod support;
-
-use genq::sim::{Sim, SimConfig, SimKey};
+use genq_sim::{Sim, SimConfig, SimKey};
+use genq_testkit::bench::{Scratch, WorkerProcess, arg};
 use std::time::{Duration, Instant};
-use support::{Scratch, WorkerProcess, arg};
 
 fn main() {
     let provider: String = arg("provider", "noop".to_string());
@@ -53,7 +51,7 @@ fn main() {
                 full_size_images: true,
                 ..SimConfig::default()
             });
-            let (base_url, stop) = support::serve_sim(&sim).await;
+            let (base_url, stop) = genq_testkit::rig::serve_sim(&sim).await;
             env.push(("OPENAI_BASE_URL", base_url));
             env.push(("OPENAI_API_KEYS", "sk-memory".into()));
             env.push(("GENQ_DEFAULT_RPM", "100000".into()));

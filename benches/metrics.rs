@@ -13,11 +13,9 @@
 //!
 //! `cargo bench --bench metrics -- [finished=1000000] [queued=10000] [scrapes=20] [warmup_ms=1000]`
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{Scratch, arg};
+use genq_testkit::bench::{Scratch, arg};
 
 fn main() {
     let finished: i64 = arg("finished", 1_000_000);

@@ -5,10 +5,8 @@
 //!
 //! `cargo bench --bench pickup -- [jobs=300]`
 
-mod support;
-
+use genq_testkit::bench::{Scratch, WorkerProcess, arg};
 use std::time::Duration;
-use support::{Scratch, WorkerProcess, arg};
 
 fn main() {
     let jobs: usize = arg("jobs", 300);

@@ -10,15 +10,13 @@
 //! Needs a superuser connection (`LOAD 'auto_explain'`): the private cluster,
 //! or a `DATABASE_URL` whose user is one.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genq::store::jobs::{self, Serve};
+use genq_testkit::bench::{Scratch, arg};
 use sqlx::Executor;
 use sqlx::postgres::PgPoolOptions;
-use support::{Scratch, arg};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 

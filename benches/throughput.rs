@@ -9,10 +9,8 @@
 //! buckets and books the call, so the difference is the limiter's cost.
 //! Prints one line of figures; asserts nothing about speed.
 
-mod support;
-
+use genq_testkit::bench::{Scratch, WorkerProcess, arg};
 use std::time::{Duration, Instant};
-use support::{Scratch, WorkerProcess, arg};
 
 fn main() {
     let jobs: i64 = arg("jobs", 50_000);

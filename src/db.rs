@@ -1,6 +1,7 @@
 //! Connecting to Postgres: one pool per process, sized by the caller (the
-//! worker sizes it for its concurrency). The private cluster for the demo
-//! and tests is [`crate::embedded_pg`]'s, not started here.
+//! worker sizes it for its concurrency). The library never starts a
+//! server: the demo's and the tests' private cluster is the `genq-pg`
+//! crate's.
 //!
 //! The first connection is made by hand, with a short timeout: a pool
 //! retries refused connections until its acquire timeout and then says only

@@ -4,14 +4,12 @@
 
 // Its own test binary: it counts genq's process-wide metrics (counters and
 // histograms), which any other test in the same process would add to.
-#[path = "it/common/mod.rs"]
-mod common;
 
-use crate::common::rig::{Rig, keys};
-use crate::common::{count_state, wait_until};
 use genq::api::{ApiState, openapi};
 use genq::job::NewJob;
-use genq::sim::{KeyBehavior, Sim, SimConfig, SimKey};
+use genq_sim::{KeyBehavior, Sim, SimConfig, SimKey};
+use genq_testkit::rig::{Rig, keys};
+use genq_testkit::{count_state, wait_until};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +34,7 @@ async fn serve_api(pool: sqlx::PgPool) -> (String, CancellationToken) {
 
 #[tokio::test]
 async fn every_documented_route_is_served() {
-    let db = crate::common::TestDb::new().await;
+    let db = genq_testkit::TestDb::new().await;
     let (base, stop) = serve_api(db.pool.clone()).await;
     let client = reqwest::Client::new();
     for (method, path) in openapi::ROUTES {
@@ -155,7 +153,7 @@ async fn metrics_keys_and_jobs_show_ids_never_secrets() {
 
 #[tokio::test]
 async fn worker_logs_never_contain_secrets() {
-    let db = crate::common::TestDb::new().await;
+    let db = genq_testkit::TestDb::new().await;
     let sim = Sim::new(SimConfig {
         keys: vec![SimKey::new(SECRETS[0], 600)],
         ..SimConfig::default()
@@ -175,22 +173,23 @@ async fn worker_logs_never_contain_secrets() {
         // Logs go to a file: a pipe nobody reads would fill up and stall the worker.
         let log_path = out.join(format!("worker-{format}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = crate::common::rig::genq(&crate::common::rig::scratch_dir("observability"))
-            .args(["worker", "--poll-ms", "100"])
-            .env("DATABASE_URL", &db.url)
-            .env("OPENAI_BASE_URL", &base_url)
-            .env(
-                "OPENAI_API_KEYS",
-                format!("good={},stranger={}", SECRETS[0], SECRETS[2]),
-            )
-            .env("GENQ_OUTPUT_DIR", &out)
-            .env("GENQ_LOG_FORMAT", format)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child =
+            genq_testkit::process::genq(&genq_testkit::process::scratch_dir("observability"))
+                .args(["worker", "--poll-ms", "100"])
+                .env("DATABASE_URL", &db.url)
+                .env("OPENAI_BASE_URL", &base_url)
+                .env(
+                    "OPENAI_API_KEYS",
+                    format!("good={},stranger={}", SECRETS[0], SECRETS[2]),
+                )
+                .env("GENQ_OUTPUT_DIR", &out)
+                .env("GENQ_LOG_FORMAT", format)
+                .env("RUST_LOG", "debug")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
         wait_until(Duration::from_secs(30), "the jobs to succeed", || async {
             count_state(&db.pool, "succeeded").await == 3
         })

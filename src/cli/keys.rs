@@ -2,9 +2,45 @@
 //! counters and limits, by id only. Secrets are never shown.
 
 use anyhow::{Result, bail};
+use clap::Subcommand;
 use sqlx::PgPool;
 
-use crate::store::keys::{self, KeyStatus};
+use genq::store::keys::{self, KeyStatus};
+
+use super::db::{DbArgs, connect_migrated};
+
+#[derive(Subcommand)]
+pub enum KeysAction {
+    /// Each key's state, cooldown remaining, counters and limits.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Use a disabled or cooling key again now.
+    Enable { id: String },
+    /// Stop using a key until it is enabled.
+    Disable {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Enable a key and forget its counters and learned limits.
+    Reset { id: String },
+}
+
+/// Runs one `genq keys` action.
+pub async fn run(db: &DbArgs, action: KeysAction) -> Result<()> {
+    let pool = connect_migrated(&db.database_url, 2).await?;
+    match action {
+        KeysAction::List { json } => list(&pool, json).await,
+        KeysAction::Enable { id } => change(&pool, Change::Enable, &id).await,
+        KeysAction::Disable { id, reason } => {
+            let reason = reason.unwrap_or_else(|| "disabled by an operator".into());
+            change(&pool, Change::Disable { reason }, &id).await
+        }
+        KeysAction::Reset { id } => change(&pool, Change::Reset, &id).await,
+    }
+}
 
 /// Prints every key as a table, or as JSON.
 pub async fn list(pool: &PgPool, json: bool) -> Result<()> {
@@ -68,17 +104,23 @@ pub fn table(rows: &[KeyStatus]) -> String {
     super::table::render(&headers, &lines)
 }
 
-/// Applies `action` (enable, disable, reset) to key `id`.
-pub async fn change(pool: &PgPool, action: &str, id: &str, reason: Option<&str>) -> Result<()> {
-    let found = match action {
-        "enable" => keys::enable(pool, id).await?,
-        "disable" => keys::disable(pool, id, reason.unwrap_or("disabled by an operator")).await?,
-        "reset" => keys::reset(pool, id).await?,
-        other => bail!("unknown action {other}"),
+/// What an operator does to a key.
+enum Change {
+    Enable,
+    Disable { reason: String },
+    Reset,
+}
+
+/// Applies `change` to key `id`.
+async fn change(pool: &PgPool, change: Change, id: &str) -> Result<()> {
+    let (found, done) = match &change {
+        Change::Enable => (keys::enable(pool, id).await?, "enabled"),
+        Change::Disable { reason } => (keys::disable(pool, id, reason).await?, "disabled"),
+        Change::Reset => (keys::reset(pool, id).await?, "reset"),
     };
     if !found {
         bail!("no key with id {id:?}; `genq keys list` shows the ids");
     }
-    eprintln!("key {id}: {action}d");
+    eprintln!("key {id}: {done}");
     Ok(())
 }

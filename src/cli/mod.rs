@@ -1,5 +1,23 @@
-//! Rendering for the command line and the demo: aligned tables, and the
-//! key table of `genq keys list`.
+//! The verbs of the `genq` binary, one file each (as mini-redis's `cmd/`),
+//! and what they share. Everything that prints lives here; the library
+//! never prints.
+//!
+//! - verbs: [`migrate`], [`worker`], [`run`], [`serve`], [`submit`],
+//!   [`jobs`], [`keys`], [`sim`], [`demo`];
+//! - shared: [`db`] (the database flag and connections), [`provider`] (the
+//!   one place an `ImagesProvider` is wired), [`shutdown`] (SIGTERM/SIGINT),
+//!   [`table`] (aligned columns).
 
+pub mod db;
+pub mod demo;
+pub mod jobs;
 pub mod keys;
+pub mod migrate;
+pub mod provider;
+pub mod run;
+pub mod serve;
+pub mod shutdown;
+pub mod sim;
+pub mod submit;
 pub mod table;
+pub mod worker;

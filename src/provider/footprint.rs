@@ -77,7 +77,7 @@ mod tests {
     #[test]
     fn a_real_uncompressed_png_fits_its_bound() {
         for (w, h) in [(1024, 1024), (1536, 1024), (64, 64)] {
-            let png = crate::sim::png::solid(w, h, [1, 2, 3, 255]);
+            let png = genq_sim::png::solid(w, h, [1, 2, 3, 255]);
             let params = json!({ "size": format!("{w}x{h}") });
             let bound = max_image_bytes(&params);
             assert!(

@@ -156,10 +156,10 @@ async fn the_largest_valid_request_fits_the_body_limit() {
 async fn listing_pages_past_the_newest_thousand_with_a_cursor() {
     let api = Api::start(None).await;
     // 2,345 jobs, many sharing one created_at (one INSERT), a few apart.
-    crate::common::insert_jobs(&api.db.pool, 2_000, json!({})).await;
+    genq_testkit::insert_jobs(&api.db.pool, 2_000, json!({})).await;
     for i in 0..345 {
         if i % 100 == 0 {
-            crate::common::insert_jobs(&api.db.pool, 1, json!({})).await;
+            genq_testkit::insert_jobs(&api.db.pool, 1, json!({})).await;
         } else {
             api.submit(&format!("job {i}")).await;
         }
@@ -204,7 +204,7 @@ async fn listing_pages_past_the_newest_thousand_with_a_cursor() {
 
 #[tokio::test]
 async fn debug_output_never_shows_the_token() {
-    let db = crate::common::TestDb::new().await;
+    let db = genq_testkit::TestDb::new().await;
     let state = genq::api::ApiState::new(db.pool.clone(), Some(TOKEN.into()));
     let shown = format!(
         "{state:?} {:?} {:#?}",

@@ -5,13 +5,13 @@
 //! The provider here is a misbehaving server on loopback: `genq sim`
 //! answers correctly, which is exactly what these tests must not assume.
 
-use crate::common::rig::Rig;
 use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
 use axum::routing::{get, post};
 use genq::job::NewJob;
-use genq::sim::SimKey;
+use genq_sim::SimKey;
+use genq_testkit::rig::Rig;
 
 /// A body that never ends: the opening of a JSON answer, then base64 forever.
 fn endless(opening: &'static str) -> Body {

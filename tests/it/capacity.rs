@@ -4,12 +4,12 @@
 //! changes reach every worker at once, and a job the client cannot send
 //! never charges a key.
 
-use crate::common::rig::{Rig, sim_id};
-use crate::common::{TestDb, count_state, insert_jobs, wait_until};
 use genq::keys::ApiKey;
 use genq::provider::noop::NoopProvider;
-use genq::sim::SimKey;
 use genq::worker::{Worker, WorkerConfig};
+use genq_sim::SimKey;
+use genq_testkit::rig::{Rig, sim_id};
+use genq_testkit::{TestDb, count_state, insert_jobs, wait_until};
 use serde_json::json;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -5,9 +5,10 @@
 //! 30 s (libfaketime, Debian package `faketime`), since every deadline
 //! other replicas read comes from the database's clock.
 
-use crate::common::rig::{consecutive_429s, genq, serve_sim, sim_id, sim_instant_at};
-use crate::common::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
-use genq::sim::{RetryHeader, Sim, SimConfig, SimKey};
+use genq_sim::{RetryHeader, Sim, SimConfig, SimKey};
+use genq_testkit::process::genq;
+use genq_testkit::rig::{consecutive_429s, serve_sim, sim_id, sim_instant_at};
+use genq_testkit::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
 use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
@@ -53,7 +54,7 @@ fn libfaketime() -> Option<std::path::PathBuf> {
 }
 
 fn scratch_dir(keys_toml: &str) -> std::path::PathBuf {
-    let dir = crate::common::rig::scratch_dir("clock");
+    let dir = genq_testkit::process::scratch_dir("clock");
     std::fs::write(dir.join("keys.toml"), keys_toml).unwrap();
     dir
 }

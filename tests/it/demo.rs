@@ -2,25 +2,38 @@
 //! deliberately bad ones fail with clear reasons, the bad keys are disabled,
 //! real PNGs are on disk, and no key went over its limit.
 
-use crate::common::TestDb;
-use genq::demo::{DemoOptions, run};
-use std::time::Duration;
+use genq_testkit::TestDb;
+use genq_testkit::process::{genq, scratch_dir};
+use serde::Deserialize;
+
+/// What `genq demo --json` prints.
+#[derive(Debug, Deserialize)]
+struct DemoSummary {
+    succeeded: i64,
+    failed: Vec<(String, i64)>,
+    unfinished: i64,
+    over_limit: Vec<(String, u64)>,
+    disabled_keys: Vec<(String, String)>,
+    png_files: usize,
+}
 
 #[tokio::test]
 async fn the_demo_finishes_with_images_and_a_summary() {
     let db = TestDb::new().await;
-    let output =
-        std::env::temp_dir().join(format!("genq-demo-test-{}", uuid::Uuid::new_v4().simple()));
-    let summary = run(DemoOptions {
-        database_url: Some(db.url.clone()),
-        jobs: 30,
-        workers: 2,
-        output_dir: output.clone(),
-        progress: false,
-        timeout: Duration::from_secs(120),
-    })
-    .await
-    .unwrap();
+    let dir = scratch_dir("demo");
+    let output = dir.join("out");
+    let run = genq(&dir)
+        .args(["demo", "--json", "--jobs", "30", "--workers", "2"])
+        .env("DATABASE_URL", &db.url)
+        .env("GENQ_OUTPUT_DIR", &output)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "genq demo failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: DemoSummary = serde_json::from_slice(&run.stdout).unwrap();
 
     assert_eq!(summary.unfinished, 0);
     let failed: i64 = summary.failed.iter().map(|(_, n)| n).sum();
@@ -72,5 +85,5 @@ async fn the_demo_finishes_with_images_and_a_summary() {
         .path();
     let png = std::fs::read(attempt_dir.join("0.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
-    let _ = std::fs::remove_dir_all(output);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -22,9 +22,19 @@ fn genq_variables() -> BTreeSet<String> {
     .map(String::from)
     .into();
     let mut sources = vec![read("src/main.rs")];
-    for entry in std::fs::read_dir(format!("{}/src/commands", env!("CARGO_MANIFEST_DIR"))).unwrap()
-    {
-        sources.push(std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    let mut dirs = vec![std::path::PathBuf::from(format!(
+        "{}/src/cli",
+        env!("CARGO_MANIFEST_DIR")
+    ))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                sources.push(std::fs::read_to_string(path).unwrap());
+            }
+        }
     }
     for source in sources {
         for piece in source.split("env = \"").skip(1) {

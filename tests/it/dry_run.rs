@@ -5,14 +5,14 @@
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::rig::{Rig, keys};
-use crate::common::{count_state, insert_jobs, wait_until};
 use genq::keys::Keyring;
 use genq::output::OutputStore;
 use genq::provider::images::{ImagesProvider, ImagesSettings};
 use genq::provider::images_api::DryRun;
-use genq::sim::SimKey;
 use genq::worker::{Worker, WorkerConfig};
+use genq_sim::SimKey;
+use genq_testkit::rig::{Rig, keys};
+use genq_testkit::{count_state, insert_jobs, wait_until};
 
 #[tokio::test]
 async fn a_dry_run_books_every_job_on_its_key_and_sends_nothing() {

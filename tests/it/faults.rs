@@ -3,22 +3,22 @@
 //! job ends `succeeded` or rightly `failed`, none is lost, and any job that
 //! ran twice shows why in `genq.attempts`.
 
-use crate::common::rig::{Rig, keys};
-use crate::common::{TestDb, count_state, insert_jobs, wait_until};
 use genq::job::NewJob;
 use genq::provider::noop::NoopProvider;
-use genq::sim::SimKey;
 use genq::worker::{Worker, WorkerConfig};
+use genq_sim::SimKey;
+use genq_testkit::rig::{Rig, keys};
+use genq_testkit::{TestDb, count_state, insert_jobs, wait_until};
 use serde_json::json;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::ChildGuard as Proc;
+use genq_testkit::ChildGuard as Proc;
 
 fn worker_process(db: &TestDb, extra: &[&str]) -> Proc {
     Proc(
-        crate::common::rig::genq(&crate::common::rig::scratch_dir("faults"))
+        genq_testkit::process::genq(&genq_testkit::process::scratch_dir("faults"))
             .args([
                 "worker",
                 "--provider",

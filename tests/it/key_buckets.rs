@@ -2,9 +2,9 @@
 //! reservations never exceed the budget, cooldowns hold and never shorten,
 //! disabled keys are skipped, configured limits win over learned ones.
 
-use crate::common::TestDb;
 use genq::store::buckets::{self, BucketSpec};
 use genq::store::keys::{self, KeyRow};
+use genq_testkit::TestDb;
 use std::time::Duration;
 
 /// One slot per round trip, as a lone caller asks.

@@ -4,17 +4,17 @@
 //! until enabled, reset keeps a key in rotation, a disabled key is re-tested
 //! and comes back, and every place an operator looks says why jobs wait.
 
-use crate::common::rig::{Rig, keys, sim_id};
-use crate::common::{count_state, insert_jobs, wait_until};
 use genq::keys::Keyring;
-use genq::sim::{KeyBehavior, SimKey};
+use genq_sim::{KeyBehavior, SimKey};
+use genq_testkit::rig::{Rig, keys, sim_id};
+use genq_testkit::{count_state, insert_jobs, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
 /// Runs `genq keys <args>` (the real binary) against `db_url`; panics unless it succeeds.
 fn genq_keys(db_url: &str, args: &[&str]) {
-    let dir = crate::common::rig::scratch_dir("keys");
-    let out = crate::common::rig::genq(&dir)
+    let dir = genq_testkit::process::scratch_dir("keys");
+    let out = genq_testkit::process::genq(&dir)
         .arg("keys")
         .args(args)
         .env("DATABASE_URL", db_url)
@@ -323,8 +323,8 @@ async fn why_jobs_wait_is_said_in_the_job_view_stats_and_metrics() {
     );
 
     // `genq jobs show`.
-    let dir = crate::common::rig::scratch_dir("jobs-show");
-    let out = crate::common::rig::genq(&dir)
+    let dir = genq_testkit::process::scratch_dir("jobs-show");
+    let out = genq_testkit::process::genq(&dir)
         .args(["jobs", "show", &id.to_string()])
         .env("DATABASE_URL", &rig.db.url)
         .output()

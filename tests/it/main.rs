@@ -1,13 +1,11 @@
 //! The integration tests, in one binary: one link of the crate, and one
 //! private PostgreSQL cluster (when `DATABASE_URL` is unset) shared by every
-//! test, each still in a database of its own (`common::TestDb`).
+//! test, each still in a database of its own (`genq_testkit::TestDb`).
 //!
-//! Each module is one concern, named after it; `common` holds the database,
-//! the sim rig and the helpers that start `genq` processes. The one other
-//! test binary, `tests/observability.rs`, counts genq's process-wide
-//! metrics, so it runs in a process of its own.
-
-mod common;
+//! Each module is one concern, named after it; `genq_testkit` holds the
+//! database, the sim rig and the helpers that start `genq` processes. The
+//! one other test binary, `tests/observability.rs`, counts genq's
+//! process-wide metrics, so it runs in a process of its own.
 
 mod api;
 mod bounded_memory;

@@ -42,7 +42,7 @@ fn queued(queue: &str) -> String {
 
 #[tokio::test]
 async fn gauges_of_an_emptied_queue_read_zero() {
-    let db = crate::common::TestDb::new().await;
+    let db = genq_testkit::TestDb::new().await;
     let (base, stop) = serve("127.0.0.1:0", ApiState::new(db.pool.clone(), None)).await;
     let job = NewJob {
         queue: Some("q".into()),
@@ -95,7 +95,7 @@ async fn gauges_of_an_emptied_queue_read_zero() {
 
 #[tokio::test]
 async fn user_chosen_label_values_are_bounded() {
-    let db = crate::common::TestDb::new().await;
+    let db = genq_testkit::TestDb::new().await;
     // Many queues, some with names no label should carry verbatim.
     let long = "x".repeat(500);
     let mut names: Vec<String> = (0..3 * MAX_QUEUE_PAIRS).map(|i| format!("q{i}")).collect();
@@ -156,7 +156,7 @@ async fn user_chosen_label_values_are_bounded() {
 
 #[tokio::test]
 async fn metrics_need_the_token_when_asked_beyond_loopback() {
-    let db = crate::common::TestDb::new().await;
+    let db = genq_testkit::TestDb::new().await;
     let client = reqwest::Client::new();
     // Beyond loopback with GENQ_METRICS_REQUIRE_TOKEN: 401 without, 200 with.
     let public: std::net::SocketAddr = "0.0.0.0:0".parse().unwrap();

@@ -27,12 +27,12 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
 use chrono::{DateTime, Utc};
-use genq::embedded_pg::{EmbeddedPg, ShutdownMode};
-use genq::sim::{Sim, SimConfig, SimKey};
+use genq_pg::{EmbeddedPg, ShutdownMode};
+use genq_sim::{Sim, SimConfig, SimKey};
 use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{ChildGuard, wait_until};
+use genq_testkit::{ChildGuard, wait_until};
 
 const JOBS: i64 = 400;
 const WORKERS: usize = 2;
@@ -158,7 +158,7 @@ async fn serve_sim_noting_prompts(sim: &Sim) -> (String, Arc<Answers>, Cancellat
 /// developer `.env` is read).
 fn worker_process(db_url: &str, base_url: &str, dir: &std::path::Path) -> ChildGuard {
     ChildGuard(
-        crate::common::rig::worker_command(db_url, base_url, dir)
+        genq_testkit::process::worker_command(db_url, base_url, dir)
             .args(["--concurrency", "8", "--poll-ms", "100"])
             .args(["--reap-ms", "500", "--lease-secs", &LEASE_SECS.to_string()])
             .args(["--retry-base-ms", "100", "--retry-max-secs", "1"])
@@ -275,7 +275,7 @@ async fn workers_ride_out_fast_and_immediate_postgres_restarts_under_load() {
         latency: Duration::from_millis(200),
         ..SimConfig::default()
     });
-    let slow_id = genq::sim::key_id(slow);
+    let slow_id = genq_sim::key_id(slow);
     let (base_url, answers, stop_sim) = serve_sim_noting_prompts(&sim).await;
 
     let dir = std::env::temp_dir().join(format!("genq-pgr-{}", uuid::Uuid::new_v4().simple()));
@@ -511,7 +511,7 @@ async fn a_cooldown_cut_off_by_a_restart_is_not_forgotten() {
         ],
         ..SimConfig::default()
     });
-    let slow_id = genq::sim::key_id(slow);
+    let slow_id = genq_sim::key_id(slow);
     let (base_url, answers, stop_sim) = serve_sim_noting_prompts(&sim).await;
     answers.hold_429s.send_replace(true);
 

@@ -1,7 +1,6 @@
 //! The queue core in one process against real PostgreSQL: enqueue paths,
 //! NOTIFY pickup, exactly-once draining, backoff, idempotency, bad input.
 
-use crate::common::{TestDb, count_state, insert_jobs, wait_until};
 use chrono::Utc;
 use genq::job::{Job, NewJob};
 use genq::provider::{Call, Execution, Outcome, Provider};
@@ -9,6 +8,7 @@ use genq::retry::Backoff;
 use genq::store::jobs;
 use genq::submit::SubmitError;
 use genq::worker::{Worker, WorkerConfig};
+use genq_testkit::{TestDb, count_state, insert_jobs, wait_until};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

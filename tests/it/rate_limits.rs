@@ -3,12 +3,12 @@
 //! provider's wait, cooldowns survive restarts, bad keys are disabled, job
 //! faults fail the job, transient faults retry.
 
-use crate::common::rig::{Rig, consecutive_429s, keys, sim_id, sim_instant_at};
-use crate::common::{count_state, wait_until};
 use chrono::{DateTime, Utc};
 use genq::job::NewJob;
-use genq::sim::{KeyBehavior, RetryHeader, SimConfig, SimKey};
 use genq::store::jobs;
+use genq_sim::{KeyBehavior, RetryHeader, SimConfig, SimKey};
+use genq_testkit::rig::{Rig, consecutive_429s, keys, sim_id, sim_instant_at};
+use genq_testkit::{count_state, wait_until};
 use std::time::Duration;
 
 async fn submit(rig: &Rig, prompt: &str) -> uuid::Uuid {

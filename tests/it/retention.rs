@@ -1,8 +1,8 @@
 //! Retention: old finished jobs and their attempts are pruned in batches by
 //! one worker at a time; queued and running jobs are never touched.
 
-use crate::common::{TestDb, insert_jobs};
 use genq::store::jobs;
+use genq_testkit::{TestDb, insert_jobs};
 use std::time::Duration;
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -7,9 +7,9 @@
 //! - A command whose database cannot be reached says within 3 s which
 //!   host and port it tried and why, never the password.
 
-use crate::common::rig::Rig;
 use genq::job::NewJob;
-use genq::sim::SimKey;
+use genq_sim::SimKey;
+use genq_testkit::rig::Rig;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -108,7 +108,7 @@ async fn a_tls_failure_names_tls() {
 
 fn genq_jobs_list(database_url: &str) -> (std::process::Output, Duration) {
     let started = Instant::now();
-    let out = crate::common::rig::genq(&crate::common::rig::scratch_dir("root-cause"))
+    let out = genq_testkit::process::genq(&genq_testkit::process::scratch_dir("root-cause"))
         .args(["jobs", "list"])
         .env("DATABASE_URL", database_url)
         .env("RUST_BACKTRACE", "0")

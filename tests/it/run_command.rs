@@ -1,11 +1,11 @@
 //! `genq run` (API + worker in one process) and a worker's own metrics port,
 //! as real processes: submit over HTTP, watch the job finish, scrape metrics.
 
-use crate::common::TestDb;
+use genq_testkit::TestDb;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::ChildGuard as Proc;
+use genq_testkit::ChildGuard as Proc;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -31,7 +31,7 @@ async fn get_when_up(url: &str) -> String {
 
 fn genq(db: &TestDb, args: &[&str]) -> Proc {
     Proc(
-        crate::common::rig::genq(&crate::common::rig::scratch_dir("run-command"))
+        genq_testkit::process::genq(&genq_testkit::process::scratch_dir("run-command"))
             .args(args)
             .env("DATABASE_URL", &db.url)
             .env("RUST_LOG", "warn")
@@ -98,7 +98,7 @@ async fn run_serves_the_api_and_works_the_jobs() {
 #[tokio::test]
 async fn run_refuses_to_listen_beyond_loopback_without_a_token() {
     let db = TestDb::new().await;
-    let out = crate::common::rig::genq(&crate::common::rig::scratch_dir("run-command"))
+    let out = genq_testkit::process::genq(&genq_testkit::process::scratch_dir("run-command"))
         .args(["run", "--provider", "noop", "--listen", "0.0.0.0:0"])
         .env("DATABASE_URL", &db.url)
         .env_remove("GENQ_API_TOKEN")
@@ -115,7 +115,7 @@ async fn run_refuses_to_listen_beyond_loopback_without_a_token() {
 #[tokio::test]
 async fn a_worker_can_serve_its_own_metrics() {
     let db = TestDb::new().await;
-    crate::common::insert_jobs(&db.pool, 3, serde_json::json!({})).await;
+    genq_testkit::insert_jobs(&db.pool, 3, serde_json::json!({})).await;
     let listen = format!("127.0.0.1:{}", free_port());
     let _worker = genq(
         &db,
@@ -129,8 +129,8 @@ async fn a_worker_can_serve_its_own_metrics() {
             "100",
         ],
     );
-    crate::common::wait_until(Duration::from_secs(20), "3 jobs to succeed", || async {
-        crate::common::count_state(&db.pool, "succeeded").await == 3
+    genq_testkit::wait_until(Duration::from_secs(20), "3 jobs to succeed", || async {
+        genq_testkit::count_state(&db.pool, "succeeded").await == 3
     })
     .await;
     let metrics = get_when_up(&format!("http://{listen}/metrics")).await;

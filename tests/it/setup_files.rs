@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{ChildGuard, TestDb, wait_until};
-use genq::sim::{Sim, SimConfig, SimKey};
+use genq_sim::{Sim, SimConfig, SimKey};
+use genq_testkit::{ChildGuard, TestDb, wait_until};
 use yaml_rust2::YamlLoader;
 
 fn read(path: &str) -> String {
@@ -83,7 +83,7 @@ async fn sim_for(env: &BTreeMap<String, String>) -> (Sim, String) {
             .collect(),
         ..SimConfig::default()
     });
-    let (base_url, _stop) = crate::common::rig::serve_sim(&sim).await;
+    let (base_url, _stop) = genq_testkit::rig::serve_sim(&sim).await;
     (sim, base_url)
 }
 
@@ -109,7 +109,7 @@ async fn a_job_succeeds_with(env: BTreeMap<String, String>, dir: &Path, db: &Tes
         .unwrap();
     let started = std::time::Instant::now();
     loop {
-        if crate::common::count_state(&db.pool, "succeeded").await == 1 {
+        if genq_testkit::count_state(&db.pool, "succeeded").await == 1 {
             return worker;
         }
         if let Some(status) = worker.0.try_wait().unwrap() {

@@ -3,8 +3,8 @@
 //! and no key is ever sent more than its limit allows (the sim's witness over
 //! every request it received, refused or not).
 
-use crate::common::{TestDb, count_state, insert_jobs, wait_until};
-use genq::sim::{Sim, SimConfig, SimKey};
+use genq_sim::{Sim, SimConfig, SimKey};
+use genq_testkit::{TestDb, count_state, insert_jobs, wait_until};
 use std::time::Duration;
 
 #[tokio::test]
@@ -21,7 +21,7 @@ async fn two_processes_sharing_three_keys_stay_within_every_limit() {
             .collect(),
         ..SimConfig::default()
     });
-    let (base_url, stop) = crate::common::rig::serve_sim(&sim).await;
+    let (base_url, stop) = genq_testkit::rig::serve_sim(&sim).await;
 
     let dir = std::env::temp_dir().join(format!("genq-shared-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -36,7 +36,7 @@ async fn two_processes_sharing_three_keys_stay_within_every_limit() {
 
     insert_jobs(&db.pool, 36, serde_json::json!({})).await;
     let workers: Vec<_> = (0..2)
-        .map(|_| crate::common::rig::worker_process(&db.url, &base_url, &dir))
+        .map(|_| genq_testkit::process::worker_process(&db.url, &base_url, &dir))
         .collect();
     wait_until(Duration::from_secs(90), "36 jobs to succeed", || async {
         count_state(&db.pool, "succeeded").await == 36

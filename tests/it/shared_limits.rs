@@ -3,9 +3,9 @@
 //! project share its budget, and a daily cap is used to its count and no
 //! further.
 
-use crate::common::rig::{Rig, sim_id};
-use crate::common::{count_state, insert_jobs, wait_until};
-use genq::sim::{SimConfig, SimKey};
+use genq_sim::{SimConfig, SimKey};
+use genq_testkit::rig::{Rig, sim_id};
+use genq_testkit::{count_state, insert_jobs, wait_until};
 use serde_json::json;
 use std::time::Duration;
 

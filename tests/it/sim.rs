@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use genq::sim::{KeyBehavior, RetryHeader, Sim, SimConfig, SimKey, SimStats, key_id};
+use genq_sim::{KeyBehavior, RetryHeader, Sim, SimConfig, SimKey, SimStats, key_id};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -400,4 +400,17 @@ async fn observer_endpoints() {
         .await
         .expect("404");
     assert_eq!(missing.status(), 404);
+}
+
+/// The sim names keys by the contract's formula itself (it does not depend
+/// on genq); the ids must stay the ones genq shows.
+#[test]
+fn the_sims_key_ids_are_genqs() {
+    for secret in ["sk-a", "sk-proj-0123456789abcdef", "sk-ünïcode", ""] {
+        assert_eq!(
+            genq_sim::key_id(secret),
+            genq::secret::ApiSecret::new(secret).key_id(),
+            "{secret:?}"
+        );
+    }
 }

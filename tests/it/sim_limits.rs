@@ -2,7 +2,7 @@
 //! the keys of one project (and the headers that show it), a 403 for one
 //! model, and the wait each 429 announced, logged for observers.
 
-use genq::sim::{RetryHeader, Sim, SimConfig, SimKey, key_id};
+use genq_sim::{RetryHeader, Sim, SimConfig, SimKey, key_id};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -463,7 +463,7 @@ async fn the_arrival_witness_fails_a_client_that_sends_too_fast() {
     // the sim itself admitted nothing over the limit
     assert_eq!(sim.stats().limit_exceeded, 0);
     // observers get the same over HTTP
-    let served: genq::sim::ArrivalReport =
+    let served: genq_sim::ArrivalReport =
         reqwest::get(format!("{}/_sim/arrivals", base.trim_end_matches("/v1")))
             .await
             .unwrap()

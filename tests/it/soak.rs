@@ -13,10 +13,10 @@
 //!   the sim announced ends (by the sim's clock), then use it again;
 //! - every job succeeds exactly once.
 
-use crate::common::rig::{consecutive_429s, sim_instant_at};
-use crate::common::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
 use chrono::{DateTime, Utc};
-use genq::sim::{RequestRecord, Sim, SimConfig, SimKey};
+use genq_sim::{RequestRecord, Sim, SimConfig, SimKey};
+use genq_testkit::rig::{consecutive_429s, sim_instant_at};
+use genq_testkit::{ChildGuard, TestDb, count_state, insert_jobs, wait_until};
 use std::process::Command;
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
         keys: sim_keys,
         ..SimConfig::default()
     });
-    let (base_url, stop_sim) = crate::common::rig::serve_sim(&sim).await;
+    let (base_url, stop_sim) = genq_testkit::rig::serve_sim(&sim).await;
 
     let dir = std::env::temp_dir().join(format!("genq-soak-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -75,7 +75,7 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
 
     insert_jobs(&db.pool, JOBS, serde_json::json!({})).await;
     let workers: Vec<ChildGuard> = (0..WORKERS)
-        .map(|_| crate::common::rig::worker_process(&db.url, &base_url, &dir))
+        .map(|_| genq_testkit::process::worker_process(&db.url, &base_url, &dir))
         .collect();
 
     // Halfway, restart every worker at a moment the slow key is cooling.
@@ -87,7 +87,7 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
     .await;
     // The sim's own 429 to the slow key, with more than 3 s of its announced
     // wait still to run.
-    let slow_id = genq::sim::key_id(slow);
+    let slow_id = genq_sim::key_id(slow);
     let (cooling, cooling_until): (RequestRecord, DateTime<Utc>) = {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -108,7 +108,7 @@ async fn three_workers_over_five_keys_stay_within_limits_across_a_restart() {
     };
     stop_gracefully(workers);
     let workers: Vec<ChildGuard> = (0..WORKERS)
-        .map(|_| crate::common::rig::worker_process(&db.url, &base_url, &dir))
+        .map(|_| genq_testkit::process::worker_process(&db.url, &base_url, &dir))
         .collect();
     let restarted_at = Utc::now();
     assert!(

@@ -9,12 +9,12 @@
 //!   a completion batch the database refuses is split until the one bad row
 //!   stands alone; that job is failed with a message saying why.
 
-use crate::common::rig::{Rig, keys};
-use crate::common::{TestDb, count_state, insert_jobs, wait_until};
 use genq::job::NewJob;
 use genq::provider::noop::NoopProvider;
-use genq::sim::SimKey;
 use genq::worker::{Worker, WorkerConfig};
+use genq_sim::SimKey;
+use genq_testkit::rig::{Rig, keys};
+use genq_testkit::{TestDb, count_state, insert_jobs, wait_until};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use std::str::FromStr;

@@ -2,11 +2,11 @@
 //! primary's wait is too long, and a job past its `expires_at` fails with a
 //! clear error instead of waiting forever.
 
-use crate::common::rig::Rig;
-use crate::common::{count_state, wait_until};
 use chrono::Utc;
 use genq::job::{JobState, NewJob};
-use genq::sim::SimKey;
+use genq_sim::SimKey;
+use genq_testkit::rig::Rig;
+use genq_testkit::{count_state, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
@@ -107,7 +107,7 @@ async fn a_job_that_waits_past_its_deadline_fails_with_a_clear_error() {
         "{error}"
     );
     assert_eq!(
-        rig.log_for(&genq::sim::key_id("sk-a")).len(),
+        rig.log_for(&genq_sim::key_id("sk-a")).len(),
         1,
         "no request was sent for the expired job"
     );

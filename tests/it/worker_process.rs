@@ -2,8 +2,8 @@
 //! SIGKILLed worker loses nothing, SIGTERM finishes or releases in-flight jobs,
 //! and a developer's `.env` never reaches the processes tests start.
 
-use crate::common::rig::{genq, scratch_dir};
-use crate::common::{TestDb, count_state, insert_jobs, wait_until};
+use genq_testkit::process::{genq, scratch_dir};
+use genq_testkit::{TestDb, count_state, insert_jobs, wait_until};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};

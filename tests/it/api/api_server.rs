@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::common::TestDb;
+use genq_testkit::TestDb;
 
 /// A running API server; stopped when dropped.
 pub struct Api {

@@ -9,8 +9,8 @@ use genq::job::{Attempt, Job, JobState};
 use genq::store::inspect::{self, Change, ListFilter};
 use genq::store::jobs;
 
-use crate::DbArgs;
-use genq::cli::table::{clip, render};
+use super::db::DbArgs;
+use super::table::{clip, render};
 
 /// The `jobs` verbs.
 #[derive(Subcommand)]
@@ -82,12 +82,12 @@ pub async fn run(command: JobsCommand) -> Result<()> {
         JobsCommand::List(args) => list(args).await,
         JobsCommand::Show(args) => show(args).await,
         JobsCommand::Retry(args) => {
-            let pool = super::connect(&args.db.database_url, 1).await?;
+            let pool = super::db::connect(&args.db.database_url, 1).await?;
             let change = inspect::retry(&pool, args.id).await?;
             report(args.id, "retry", change, "queued again with fresh attempts")
         }
         JobsCommand::Cancel(args) => {
-            let pool = super::connect(&args.db.database_url, 1).await?;
+            let pool = super::db::connect(&args.db.database_url, 1).await?;
             let change = inspect::cancel(&pool, args.id).await?;
             report(args.id, "cancel", change, "cancelled")
         }
@@ -106,7 +106,7 @@ fn report(id: Uuid, verb: &str, change: Change, done: &str) -> Result<()> {
 }
 
 async fn list(args: ListArgs) -> Result<()> {
-    let pool = super::connect(&args.db.database_url, 1).await?;
+    let pool = super::db::connect(&args.db.database_url, 1).await?;
     let filter = ListFilter {
         state: args.state,
         since: args.since,
@@ -151,7 +151,7 @@ fn list_row(job: &Job) -> Vec<String> {
 }
 
 async fn show(args: ShowArgs) -> Result<()> {
-    let pool = super::connect(&args.db.database_url, 1).await?;
+    let pool = super::db::connect(&args.db.database_url, 1).await?;
     let Some(job) = jobs::get(&pool, args.id).await? else {
         bail!("no job with id {}; see `genq jobs list`", args.id);
     };

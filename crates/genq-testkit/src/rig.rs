@@ -9,11 +9,12 @@ use genq::keys::ApiKey;
 use genq::keys::Keyring;
 use genq::output::OutputStore;
 use genq::provider::images::{ImagesProvider, ImagesSettings};
+use genq::provider::images_api::ImagesApi;
 use genq::provider::openai::ImagesClient;
-use genq::sim::{RequestRecord, Sim, SimConfig, SimKey};
 use genq::worker::{Worker, WorkerConfig, WorkerReport};
+use genq_sim::{RequestRecord, Sim, SimConfig, SimKey};
 
-use super::TestDb;
+use crate::TestDb;
 
 pub struct Rig {
     pub db: TestDb,
@@ -58,6 +59,13 @@ impl Rig {
 
     /// A provider over `keyring`, whose calls time out after `timeout`.
     pub fn provider_from(&self, keyring: Keyring, timeout: Duration) -> ImagesProvider {
+        self.provider_over(ImagesClient::new(&self.base_url, timeout), keyring)
+    }
+
+    /// The one place tests wire an `ImagesProvider`: over `client` (the
+    /// real one at the sim, or `DryRun`), with `keyring`, the rig's output
+    /// directory and a short backoff after a bare 429.
+    pub fn provider_over<C: ImagesApi>(&self, client: C, keyring: Keyring) -> ImagesProvider<C> {
         let settings = ImagesSettings {
             health: genq::keys::health::HealthSettings {
                 rate_limit_backoff: genq::retry::Backoff {
@@ -69,7 +77,7 @@ impl Rig {
         };
         ImagesProvider::new(
             self.db.pool.clone(),
-            ImagesClient::new(&self.base_url, timeout),
+            client,
             OutputStore::new(&self.output),
             keyring,
             settings,
@@ -86,9 +94,9 @@ impl Rig {
     }
 
     /// Starts a worker over `provider`; cancel the token to stop it.
-    pub async fn worker_with(
+    pub async fn worker_with<C: ImagesApi>(
         &self,
-        provider: ImagesProvider,
+        provider: ImagesProvider<C>,
         concurrency: usize,
     ) -> (JoinHandle<WorkerReport>, CancellationToken) {
         provider.register_keys().await.unwrap();
@@ -126,8 +134,8 @@ impl Rig {
             .unwrap()
             .id;
         let (worker, stop) = self.worker(keys(&[("a", "sk-a")]), 2).await;
-        super::wait_until(Duration::from_secs(30), "the job to fail", || async {
-            super::count_state(&self.db.pool, "failed").await == 1
+        crate::wait_until(Duration::from_secs(30), "the job to fail", || async {
+            crate::count_state(&self.db.pool, "failed").await == 1
         })
         .await;
         stop.cancel();
@@ -169,66 +177,7 @@ pub async fn serve_sim(sim: &Sim) -> (String, CancellationToken) {
     (base_url, stop)
 }
 
-/// The `genq` binary as tests run it: in `dir`, so `dotenvy` (which looks in the current
-/// directory and its ancestors) never reads a developer's `.env` into the process. Panics if
-/// `dir` or an ancestor holds a `.env`, rather than let one change what the test runs.
-pub fn genq(dir: &std::path::Path) -> std::process::Command {
-    if let Some(found) = dotenv_above(dir) {
-        panic!(
-            "{} would be read by genq started in {}: tests run genq where no .env is",
-            found.display(),
-            dir.display()
-        );
-    }
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genq"));
-    cmd.current_dir(dir);
-    cmd
-}
-
-/// The first `.env` in `dir` or an ancestor: the file `dotenvy::dotenv()` would read there.
-pub fn dotenv_above(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    dir.ancestors().map(|d| d.join(".env")).find(|f| f.exists())
-}
-
-/// A fresh, empty scratch directory under the system's temp dir.
-pub fn scratch_dir(label: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("genq-{label}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A `genq worker` process against `db_url` and the sim at `base_url`, with
-/// `dir/keys.toml` as its keys file and `dir/out` for images, started in `dir`
-/// (see [`genq`]).
-pub fn worker_process(db_url: &str, base_url: &str, dir: &std::path::Path) -> super::ChildGuard {
-    super::ChildGuard(
-        worker_command(db_url, base_url, dir)
-            .args(["--concurrency", "4", "--poll-ms", "100"])
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// `genq worker` set up as [`worker_process`] starts it, for callers that
-/// add their own flags.
-pub fn worker_command(
-    db_url: &str,
-    base_url: &str,
-    dir: &std::path::Path,
-) -> std::process::Command {
-    let mut cmd = genq(dir);
-    cmd.arg("worker")
-        .env("DATABASE_URL", db_url)
-        .env("OPENAI_BASE_URL", base_url)
-        .env("GENQ_KEYS_FILE", dir.join("keys.toml"))
-        .env("GENQ_OUTPUT_DIR", dir.join("out"))
-        .env_remove("OPENAI_API_KEYS")
-        .env_remove("OPENAI_API_KEY")
-        .stdin(std::process::Stdio::null());
-    cmd
-}
-
+/// Keys for genq, by name (`name=secret`), with no configured limits.
 pub fn keys(named: &[(&str, &str)]) -> Vec<ApiKey> {
     let list: Vec<String> = named.iter().map(|(n, s)| format!("{n}={s}")).collect();
     genq::keys::parse_env_keys(&list.join(",")).unwrap()
@@ -236,7 +185,7 @@ pub fn keys(named: &[(&str, &str)]) -> Vec<ApiKey> {
 
 /// The sim's id for a secret.
 pub fn sim_id(secret: &str) -> String {
-    genq::sim::key_id(secret)
+    genq_sim::key_id(secret)
 }
 
 /// Pairs of 429s in a row on one key (the second means a wait was misjudged).

@@ -7,16 +7,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::DemoOptions;
-use crate::embedded_pg::EmbeddedPg;
-use crate::job::NewJob;
-use crate::keys::Keyring;
-use crate::keys::{self, ApiKey};
-use crate::output::OutputStore;
-use crate::provider::images::{ImagesProvider, ImagesSettings};
-use crate::provider::openai::ImagesClient;
-use crate::retry::Backoff;
-use crate::sim::{KeyBehavior, RetryHeader, Sim, SimConfig, SimKey};
-use crate::worker::{Worker, WorkerConfig};
+use genq::job::NewJob;
+use genq::keys::Keyring;
+use genq::keys::{self, ApiKey};
+use genq::provider::images::ImagesProvider;
+use genq::provider::openai::ImagesClient;
+use genq::retry::Backoff;
+use genq::worker::{Worker, WorkerConfig};
+use genq_pg::EmbeddedPg;
+use genq_sim::{KeyBehavior, RetryHeader, Sim, SimConfig, SimKey};
 
 /// Rate genq assumes for keys with no configured limit: deliberately too
 /// high, so the demo shows limits being learned from headers and 429s.
@@ -105,10 +104,10 @@ impl Environment {
                 (Some(pg), url, label)
             }
         };
-        let pool = crate::db::connect(&url, 24)
+        let pool = genq::db::connect(&url, 24)
             .await
             .context("connecting to Postgres")?;
-        crate::store::migrate::run(&pool).await?;
+        genq::store::migrate::run(&pool).await?;
         let sim = Sim::new(sim_config());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}/v1", listener.local_addr()?);
@@ -116,9 +115,9 @@ impl Environment {
         tokio::spawn(sim.clone().serve(listener, stop.clone()));
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let api_url = format!("http://{}", api.local_addr()?);
-        tokio::spawn(crate::api::serve(
+        tokio::spawn(genq::api::serve(
             api,
-            crate::api::ApiState::new(pool.clone(), None),
+            genq::api::ApiState::new(pool.clone(), None),
             stop.clone(),
         ));
         let keys = keys::parse_keys_file(KEYS_FILE, |_| None)?;
@@ -136,14 +135,14 @@ impl Environment {
     }
 
     /// A worker over all demo keys, tuned to show retries within the demo.
-    pub fn worker(&self) -> Worker<ImagesProvider> {
-        let provider = ImagesProvider::new(
-            self.pool.clone(),
+    pub async fn worker(&self) -> Result<Worker<ImagesProvider>> {
+        let provider = crate::cli::provider::images_provider(
+            &self.pool,
             ImagesClient::new(&self.base_url, Duration::from_secs(30)),
-            OutputStore::new(&self.output_dir),
+            &self.output_dir,
             Keyring::new(self.keys.clone(), DEMO_DEFAULT_RPM),
-            ImagesSettings::default(),
-        );
+        )
+        .await?;
         let config = WorkerConfig {
             concurrency: 8,
             poll_interval: Duration::from_millis(200),
@@ -153,7 +152,7 @@ impl Environment {
             },
             ..WorkerConfig::default()
         };
-        Worker::new(self.pool.clone(), config, provider)
+        Ok(Worker::new(self.pool.clone(), config, provider))
     }
 
     pub async fn stop(self) {
@@ -234,7 +233,7 @@ pub(super) async fn enqueue(env: &Environment, n: usize) -> Result<Enqueued> {
             );
             done.http += 1;
         } else {
-            crate::submit::submit(&env.pool, &job).await?;
+            genq::submit::submit(&env.pool, &job).await?;
             done.library += 1;
         }
     }
@@ -250,7 +249,7 @@ pub(super) async fn enqueue(env: &Environment, n: usize) -> Result<Enqueued> {
             }
         })
         .collect();
-    let inserted = crate::store::jobs::insert_plain(&env.pool, &prompts, &params).await?;
+    let inserted = genq::store::jobs::insert_plain(&env.pool, &prompts, &params).await?;
     done.sql += inserted as usize;
     Ok(done)
 }

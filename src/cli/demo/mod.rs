@@ -11,12 +11,54 @@
 mod report;
 mod setup;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::WorkerReport;
+use genq::worker::WorkerReport;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Postgres to use instead of a private throwaway cluster.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Jobs to enqueue.
+    #[arg(long, default_value_t = 200)]
+    pub jobs: usize,
+    /// Worker tasks.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Where the images go.
+    #[arg(long, env = "GENQ_OUTPUT_DIR", default_value = "./genq-output")]
+    pub output_dir: std::path::PathBuf,
+    /// Print the summary as JSON on stdout instead of the report (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the demo from its flags; an error if a job did not finish in time.
+pub async fn run(args: DemoArgs) -> Result<()> {
+    if args.jobs == 0 || args.workers == 0 {
+        bail!("--jobs and --workers must be at least 1");
+    }
+    let options = DemoOptions {
+        database_url: args.database_url,
+        jobs: args.jobs,
+        workers: args.workers,
+        output_dir: args.output_dir,
+        progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        timeout: Duration::from_secs(600),
+        json: args.json,
+    };
+    let summary = run_demo(options).await?;
+    if summary.unfinished > 0 {
+        bail!("{} jobs did not finish in time", summary.unfinished);
+    }
+    Ok(())
+}
 
 /// What to run. Its `Debug` never shows the database URL (it may hold a password).
 #[derive(Clone)]
@@ -33,6 +75,8 @@ pub struct DemoOptions {
     pub progress: bool,
     /// Give up waiting after this long.
     pub timeout: Duration,
+    /// Print the summary as JSON instead of the report.
+    pub json: bool,
 }
 
 impl std::fmt::Debug for DemoOptions {
@@ -47,12 +91,13 @@ impl std::fmt::Debug for DemoOptions {
             .field("output_dir", &self.output_dir)
             .field("progress", &self.progress)
             .field("timeout", &self.timeout)
+            .field("json", &self.json)
             .finish()
     }
 }
 
-/// What the demo did.
-#[derive(Debug, Clone, PartialEq)]
+/// What the demo did (`--json` prints it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DemoSummary {
     pub succeeded: i64,
     pub failed: Vec<(String, i64)>,
@@ -68,7 +113,7 @@ pub struct DemoSummary {
 }
 
 /// Runs the demo to the end and prints its summary.
-pub async fn run(options: DemoOptions) -> Result<DemoSummary> {
+async fn run_demo(options: DemoOptions) -> Result<DemoSummary> {
     let started = Instant::now();
     let env = setup::Environment::start(&options)
         .await
@@ -84,7 +129,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoSummary> {
     let stop = CancellationToken::new();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..options.workers {
-        workers.spawn(env.worker().run(stop.clone()));
+        workers.spawn(env.worker().await?.run(stop.clone()));
     }
     let enqueued = setup::enqueue(&env, options.jobs)
         .await
@@ -110,14 +155,18 @@ pub async fn run(options: DemoOptions) -> Result<DemoSummary> {
         reports.push(r.unwrap_or_else(|_| WorkerReport::default()));
     }
     let summary = report::summarize(&env, started.elapsed()).await?;
-    print!(
-        "{}",
-        report::render(
-            &summary,
-            &env.output_dir,
-            &crate::store::keys::list(&env.pool).await?
-        )
-    );
+    if options.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!(
+            "{}",
+            report::render(
+                &summary,
+                &env.output_dir,
+                &genq::store::keys::list(&env.pool).await?
+            )
+        );
+    }
     env.stop().await;
     Ok(summary)
 }
@@ -133,6 +182,7 @@ mod tests {
             output_dir: "out".into(),
             progress: false,
             timeout: std::time::Duration::from_secs(1),
+            json: false,
         };
         let shown = format!("{options:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -1,18 +1,16 @@
-//! Shared test set-up: a fresh, migrated database per test on a real
-//! PostgreSQL: `DATABASE_URL` if set, else one private cluster for the test binary.
-#![allow(dead_code)]
+//! Databases for tests and benchmarks, made one way: a fresh, migrated
+//! database of its own on a real PostgreSQL server, `DATABASE_URL`'s if
+//! set, else one private cluster per process ([`genq_pg::EmbeddedPg`]).
 
 use sqlx::PgPool;
-use std::future::Future;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use genq::embedded_pg::EmbeddedPg;
+use genq_pg::EmbeddedPg;
 
 static CLUSTER: OnceLock<EmbeddedPg> = OnceLock::new();
 
 /// The server tests run against: `DATABASE_URL`, or the private cluster.
-fn server_url() -> String {
+pub fn server_url() -> String {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         return url;
     }
@@ -49,9 +47,16 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A database for one test, with a pool of 20 connections.
     pub async fn new() -> TestDb {
+        TestDb::named("test", 20).await
+    }
+
+    /// A database named `genq_<tag>_<random>`, migrated, with a pool of
+    /// at most `connections`.
+    pub async fn named(tag: &str, connections: u32) -> TestDb {
         let server = server_url();
-        let name = format!("genq_test_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("genq_{tag}_{}", uuid::Uuid::new_v4().simple());
         let admin = genq::db::connect(&server, 1)
             .await
             .expect("connecting to the test server");
@@ -61,7 +66,7 @@ impl TestDb {
             .expect("creating the test database");
         admin.close().await;
         let url = with_database(&server, &name);
-        let pool = genq::db::connect(&url, 20)
+        let pool = genq::db::connect(&url, connections)
             .await
             .expect("connecting to the test database");
         genq::store::migrate::run(&pool).await.expect("migrating");
@@ -71,6 +76,18 @@ impl TestDb {
             name,
             server,
         }
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A pool on the server's maintenance database, for statistics.
+    pub async fn admin(&self) -> PgPool {
+        genq::db::connect(&self.server, 1)
+            .await
+            .expect("connecting to the test server")
     }
 }
 
@@ -95,51 +112,5 @@ impl Drop for TestDb {
             })
         })
         .join();
-    }
-}
-
-/// Polls `check` until it returns true; panics after `timeout` with `what`.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Number of jobs in `state`.
-pub async fn count_state(pool: &PgPool, state: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM genq.jobs WHERE state = $1")
-        .bind(state)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
-/// Inserts `n` jobs with plain SQL, as a producer would.
-pub async fn insert_jobs(pool: &PgPool, n: i32, params: serde_json::Value) {
-    sqlx::query("INSERT INTO genq.jobs (prompt, params) SELECT 'job ' || i, $2 FROM generate_series(1, $1) i")
-        .bind(n)
-        .bind(params)
-        .execute(pool)
-        .await
-        .unwrap();
-}
-pub mod rig;
-
-/// A child process killed (and reaped) when the test ends, however it ends.
-pub struct ChildGuard(pub std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

@@ -1,63 +1,34 @@
-//! What every benchmark needs: a scratch database (on `DATABASE_URL`'s
-//! server, else a private cluster), `genq worker` processes, and waiting for
-//! jobs to finish.
-#![allow(dead_code)]
+//! What every benchmark needs besides [`crate::TestDb`]: a scratch database
+//! with counters for figures, `genq worker` processes whose memory can be
+//! read, and the benchmark's `name=value` arguments.
 
 use sqlx::PgPool;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use genq::embedded_pg::EmbeddedPg;
+use crate::TestDb;
 
-/// A migrated database of its own, dropped at the end.
+/// A migrated database of its own for one benchmark, dropped at the end.
 pub struct Scratch {
     pub pool: PgPool,
     pub url: String,
-    admin: PgPool,
-    name: String,
-    _cluster: Option<EmbeddedPg>,
+    db: TestDb,
 }
 
 impl Scratch {
     pub async fn new(tag: &str) -> Scratch {
-        let (cluster, server) = match std::env::var("DATABASE_URL") {
-            Ok(url) => (None, url),
-            Err(_) => {
-                let pg = EmbeddedPg::start().expect("starting a private PostgreSQL");
-                let url = pg.url();
-                (Some(pg), url)
-            }
-        };
-        let admin = genq::db::connect(&server, 1).await.unwrap();
-        let name = format!("genq_{tag}_{}", std::process::id());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let url = server
-            .rsplit_once('/')
-            .map(|(base, _)| format!("{base}/{name}"))
-            .unwrap();
-        let pool = genq::db::connect(&url, 4).await.unwrap();
-        genq::store::migrate::run(&pool).await.unwrap();
+        let db = TestDb::named(tag, 4).await;
         Scratch {
-            pool,
-            url,
-            admin,
-            name,
-            _cluster: cluster,
+            pool: db.pool.clone(),
+            url: db.url.clone(),
+            db,
         }
     }
 
     /// Drops the database.
     pub async fn finish(self) {
         self.pool.close().await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&self.admin)
-        .await;
+        drop(self.db);
     }
 
     /// Jobs in `state`.
@@ -92,8 +63,8 @@ impl Scratch {
         let n = sqlx::query_scalar(
             "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
         )
-        .bind(&self.name)
-        .fetch_one(&self.admin)
+        .bind(self.db.name())
+        .fetch_one(&self.db.admin().await)
         .await
         .unwrap();
         let pool = genq::db::connect(&self.url, 4).await.unwrap();
@@ -128,7 +99,7 @@ impl WorkerProcess {
                 found.display()
             );
         }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_genq"));
+        let mut cmd = Command::new(crate::process::genq_binary());
         cmd.current_dir(&dir)
             .arg("worker")
             .args(args)
@@ -171,16 +142,6 @@ impl Drop for WorkerProcess {
         let _ = self.0.wait();
         let _ = std::fs::remove_dir_all(&self.1);
     }
-}
-
-/// Serves `sim` on a free loopback port: its base URL (with `/v1`), and the
-/// token that stops it.
-pub async fn serve_sim(sim: &genq::sim::Sim) -> (String, tokio_util::sync::CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(sim.clone().serve(listener, stop.clone()));
-    (base_url, stop)
 }
 
 /// `name=value` from the benchmark's arguments, else `default`.

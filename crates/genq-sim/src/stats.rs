@@ -99,7 +99,7 @@ pub struct SimStats {
 /// * `max_in_window` is the most requests in any half-open window of length `W = b * T`;
 ///   a client with `early == 0` has at most `2b - 1` there (1 when `b = 1`).
 /// * `early_after_429` counts requests that came before a wait an earlier, already sent
-///   429 announced had passed (see [`crate::sim::Sim::early_after_429`]).
+///   429 announced had passed (see [`crate::Sim::early_after_429`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArrivalWitness {
     /// The emission interval `T`, in nanoseconds.
@@ -141,9 +141,14 @@ impl ArrivalReport {
     }
 }
 
-/// The id under which a secret appears in logs: `key-` + 8 hex digits of its sha256.
+/// The id under which genq shows a key with no name: `key-` + the first 8
+/// hex digits of sha256(secret). The formula is part of genq's documented
+/// contract (DESIGN.md, `OPENAI_API_KEYS`); the sim computes it itself so it
+/// need not depend on genq, and an integration test holds the two equal.
 pub fn key_id(secret: &str) -> String {
-    crate::secret::ApiSecret::new(secret).key_id()
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(secret.as_bytes());
+    format!("key-{}", &hex::encode(digest)[..8])
 }
 
 impl KeyStats {

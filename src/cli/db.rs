@@ -1,10 +1,15 @@
-//! Subcommands whose code outgrew `main.rs`: `serve` and `jobs …`.
-
-pub mod jobs;
-pub mod serve;
+//! The database flag every verb takes, and the connections one-shot verbs open.
 
 use anyhow::{Context, Result};
+use clap::Args;
 use sqlx::PgPool;
+
+#[derive(Args, Clone)]
+pub struct DbArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
 
 /// A small pool to `url` for one-shot commands.
 pub async fn connect(url: &str, max: u32) -> Result<PgPool> {

@@ -421,6 +421,6 @@ mod tests {
             }
         );
         assert!(!shown.contains("very-secret"), "{shown}");
-        assert!(shown.contains(&crate::sim::key_id(&key.secret)), "{shown}");
+        assert!(shown.contains(&crate::key_id(&key.secret)), "{shown}");
     }
 }

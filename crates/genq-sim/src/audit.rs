@@ -144,7 +144,7 @@ pub fn early_after_hints(requests: &[(u64, Option<(u64, u64)>)]) -> Vec<Duration
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::limits::{KeyLimiter, Verdict};
+    use crate::limits::{KeyLimiter, Verdict};
 
     #[test]
     fn early_arrivals_table() {

@@ -114,7 +114,7 @@ fn output_tokens_per_image(quality: &str, size: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::request::{Faults, GenRequest};
+    use crate::request::{Faults, GenRequest};
 
     fn request(n: u32, background: &str) -> GenRequest {
         GenRequest {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::DemoSummary;
 use super::setup::Environment;
-use crate::job::JobState;
-use crate::store::jobs;
-use crate::store::keys::KeyStatus;
+use genq::job::JobState;
+use genq::store::jobs;
+use genq::store::keys::KeyStatus;
 
 /// Waits until every job is final, drawing progress (and the key table every few seconds).
 pub(super) async fn watch(
@@ -46,7 +46,7 @@ pub(super) async fn watch(
         ));
         if progress && last_table.elapsed() > Duration::from_secs(5) {
             bar.println(crate::cli::keys::table(
-                &crate::store::keys::list(pool).await?,
+                &genq::store::keys::list(pool).await?,
             ));
             last_table = Instant::now();
         }
@@ -63,7 +63,7 @@ pub(super) async fn summarize(env: &Environment, elapsed: Duration) -> Result<De
     let counts = jobs::count_by_state(&env.pool).await?;
     let count = |s: JobState| in_state(&counts, s);
     let stats = env.sim.stats();
-    let keys = crate::store::keys::list(&env.pool).await?;
+    let keys = genq::store::keys::list(&env.pool).await?;
     Ok(DemoSummary {
         succeeded: count(JobState::Succeeded),
         failed: jobs::failure_reasons(&env.pool).await?,
