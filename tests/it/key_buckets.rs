@@ -94,6 +94,7 @@ async fn one_round_trip_grants_a_fast_key_many_slots_each_at_its_moment() {
     // 6,000/min: one every 10 ms. Asked for 20 within 50 ms: 6 (now, +10 … +50 ms).
     setup(&db, &[("fast", 6000.0, 1), ("slow", 60.0, 2)]).await;
     let horizon = std::time::Duration::from_millis(50);
+    let first_sent = std::time::Instant::now();
     let r = buckets::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon, &[], &[])
         .await
         .unwrap();
@@ -108,12 +109,20 @@ async fn one_round_trip_grants_a_fast_key_many_slots_each_at_its_moment() {
     }
     assert_eq!(r.slots[0], Duration::ZERO, "the first slot is now");
     assert_eq!(r.interval, Some(Duration::from_millis(10)));
-    // The bucket is spent until the last slot's moment has passed.
+    // The bucket is spent until the last slot's moment has passed. The
+    // second call's wait counts from its own now(), later than the first's
+    // by at most the time between the two calls.
     let next = buckets::reserve(&db.pool, &[("fast", "fast/m")], 1, 20, horizon, &[], &[])
         .await
         .unwrap();
+    let between = first_sent.elapsed();
     assert_eq!(next.key_id, None);
-    assert!(next.earliest.unwrap() + Duration::from_millis(5) >= *r.slots.last().unwrap());
+    assert!(
+        next.earliest.unwrap() + between + Duration::from_millis(5) >= *r.slots.last().unwrap(),
+        "{:?} + {between:?} < {:?}",
+        next.earliest,
+        r.slots.last()
+    );
 
     // A slow key grants its burst and no more, however many are asked for.
     let r = buckets::reserve(&db.pool, &[("slow", "slow/m")], 1, 20, horizon, &[], &[])
