@@ -1,6 +1,6 @@
 //! A job as producers describe it ([`NewJob`]) and as the queue holds it ([`Job`]).
 //!
-//! What a producer may submit is checked in [`crate::validation`].
+//! What a producer may submit is checked in `crate::validation`.
 
 use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,29 +1,85 @@
 //! genq: image-generation jobs from PostgreSQL, run at the rate each API key allows.
 //!
+//! # Quick start
+//!
+//! Enqueue a job from Rust, then run a worker that sends it to the Images
+//! API through per-key buckets shared by every replica (the same as
+//! `genq submit` and `genq worker`):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use genq::keys::Keyring;
+//! use genq::output::OutputStore;
+//! use genq::provider::images::{ImagesProvider, ImagesSettings};
+//! use genq::provider::openai::ImagesClient;
+//! use genq::{NewJob, Worker, WorkerConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn quick_start() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = genq::db::connect("postgres://localhost/app", 8).await?;
+//! genq::store::migrate::run(&pool).await?;
+//!
+//! // A producer: validated, then written; nothing is written if it is refused.
+//! let job = NewJob {
+//!     params: Some(serde_json::json!({ "size": "1024x1024", "quality": "low" })),
+//!     ..NewJob::new("a red fox in the snow, pixel art")
+//! };
+//! let enqueued = genq::submit(&pool, &job).await?;
+//! assert_eq!(enqueued.state, genq::JobState::Queued);
+//!
+//! // A worker: keys from OPENAI_API_KEYS / GENQ_KEYS_FILE, images under ./genq-output.
+//! let provider = ImagesProvider::new(
+//!     pool.clone(),
+//!     ImagesClient::new("https://api.openai.com/v1", Duration::from_secs(120)),
+//!     OutputStore::new("./genq-output"),
+//!     Keyring::new(genq::keys::from_env()?, 60.0),
+//!     ImagesSettings::default(),
+//! );
+//! provider.register_keys().await?;
+//! let shutdown = CancellationToken::new(); // cancel it to drain and stop
+//! let report = Worker::new(pool, WorkerConfig::default(), provider).run(shutdown).await;
+//! # let _ = report;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
-//! - [`job`]: jobs as producers submit them and as the queue holds them; validation.
-//! - [`store`]: all SQL (jobs, attempts, migrations).
-//! - [`worker`]: claim → execute → complete, with leases, heartbeats, a reaper and graceful shutdown.
-//! - [`provider`]: what executes a job (the `Provider` trait and its implementations).
+//!
+//! The workspace: this crate (`genq`: the library and the `genq` binary),
+//! `crates/genq-sim` (`genq sim`, the OpenAI-compatible simulated provider),
+//! `crates/genq-pg` (a private throwaway PostgreSQL for the demo and tests)
+//! and `crates/genq-testkit` (the databases, sim rig and processes that
+//! tests and benchmarks share). The library needs neither the sim nor the
+//! private PostgreSQL; the binary (`src/main.rs`, one file per verb in
+//! `src/cli/`) brings them in for `genq sim` and `genq demo`.
+//!
+//! The library, by what each module owns:
+//! - [`job`]: a job as producers describe it ([`NewJob`]) and as the queue
+//!   holds it ([`Job`], [`JobState`], [`Attempt`]).
+//! - [`submit()`]: the one way genq's own code enqueues a job;
+//!   [`SubmitError`] is what producers get wrong. The checks themselves
+//!   (fields, then params against the model catalogue) are `validation`'s.
+//! - [`store`]: all SQL: jobs and attempts, inspection, keys, the shared
+//!   GCRA buckets, migrations.
+//! - [`worker`]: claim → execute → complete, with leases, heartbeats, a
+//!   reaper, retention and graceful shutdown ([`Worker`]).
+//! - [`provider`]: what executes a job: the [`Provider`] trait, the real
+//!   `ImagesProvider` over an `ImagesApi` client (async-openai, or a dry
+//!   run), answer classification, header parsing, the model catalogue.
+//! - [`keys`]: API keys: configuration, choosing one for a call (the
+//!   `Keyring`), what answers teach (health, learned limits).
 //! - [`retry`]: backoff delays as a pure function of the attempt number.
-//! - [`keys`]: API keys: configuration, choosing one for a call, what answers teach (health, learned rates).
-//! - [`secret`]: secrets that never print.
-//! - [`sim`]: `genq sim`, the OpenAI-compatible simulated Images API for tests and the demo.
+//! - [`output`]: images written under `GENQ_OUTPUT_DIR/<job id>/<attempt>/`.
+//! - [`api`]: the HTTP API of `genq serve` / `genq run`.
 //! - [`metrics`]: Prometheus counters, histograms and database gauges.
-//! - [`output`]: generated images written under `GENQ_OUTPUT_DIR/<job id>/<attempt>/`.
-//! - [`demo`]: `genq demo`, everything end to end on one machine.
-//! - [`embedded_pg`]: a private throwaway PostgreSQL for the demo and tests.
-//! - [`submit`]: the library entry point for producers.
-//! - [`api`]: the HTTP API (`genq serve`, `genq run`).
-//! - [`cli`]: tables for the command line and the demo.
-//! - [`duration`]: `30s`/`15m`/`1h`/`7d` durations for `--since` and `?since=`.
-//! - [`db`], [`telemetry`]: connection pool and logging set-up.
-//! - [`bounded`]: HTTP bodies read up to a limit.
-//! - [`cause`]: an error told with its causes, for `last_error` and the CLI.
+//! - [`db`], [`telemetry`], [`secret`], [`duration`]: the connection pool,
+//!   logging, secrets that never print, `30s`/`15m`/`7d` durations.
+//! - Internal: `bounded` (HTTP bodies read up to a limit), `cause` (an
+//!   error told with its causes).
 
 pub mod api;
-pub mod bounded;
-pub mod cause;
+pub(crate) mod bounded;
+pub(crate) mod cause;
 pub mod db;
 pub mod duration;
 pub mod job;
@@ -36,5 +92,12 @@ pub mod secret;
 pub mod store;
 pub mod submit;
 pub mod telemetry;
-pub mod validation;
+pub(crate) mod validation;
 pub mod worker;
+
+pub use job::{Attempt, DEFAULT_MODEL, Job, JobState, NewJob};
+pub use provider::Provider;
+pub use store::StoreError;
+pub use submit::{Enqueued, SubmitError, submit};
+pub use validation::ParamError;
+pub use worker::{Worker, WorkerConfig, WorkerReport};

@@ -18,7 +18,7 @@
 //! | `genq_keys` | gauge | `state` |
 //! | `genq_key_cooldown_seconds` | gauge | `key_id` (remaining) |
 //!
-//! The database gauges live in [`gauges`] (they read 0 once emptied, and
+//! The database gauges live in `gauges` (they read 0 once emptied, and
 //! stay cheap with millions of finished jobs); queue and model names are
 //! bounded by [`labels`] (safe characters, at most 64 long, at most 50
 //! (queue, model) pairs and 50 models, the rest as `other`).
@@ -27,7 +27,7 @@ use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
-pub mod gauges;
+pub(crate) mod gauges;
 pub mod labels;
 
 pub use gauges::DbGauges;

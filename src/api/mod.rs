@@ -11,13 +11,13 @@
 //! Every error answer is `{"error": "..."}` ([`error::ApiError`]); bodies are
 //! capped at [`BODY_LIMIT`] and requests at [`REQUEST_TIMEOUT`].
 
-pub mod auth;
-pub mod cursor;
+pub(crate) mod auth;
+pub(crate) mod cursor;
 pub mod error;
-pub mod health;
-pub mod jobs;
-pub mod keys;
-pub mod metrics;
+pub(crate) mod health;
+pub(crate) mod jobs;
+pub(crate) mod keys;
+pub(crate) mod metrics;
 pub mod openapi;
 
 use std::sync::Arc;

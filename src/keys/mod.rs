@@ -1,23 +1,23 @@
 //! API keys: what a key is, how one is chosen for a call, and what its
 //! answers teach us. One home for the idea of a key.
 //!
-//! - [`config`]: keys from `OPENAI_API_KEYS`, `OPENAI_API_KEY` and
+//! - `config`: keys from `OPENAI_API_KEYS`, `OPENAI_API_KEY` and
 //!   `GENQ_KEYS_FILE`, with their per-model limits and accounts.
-//! - [`select`]: the [`Keyring`]: which keys serve a model, which bucket
+//! - `select`: the [`Keyring`]: which keys serve a model, which bucket
 //!   each draws from, and reserving slots before jobs are claimed.
 //! - [`health`]: [`KeyHealth::record`], the one entry point that records
 //!   what a provider's answer meant for the key that got it (cooldowns,
 //!   disabling, learned limits, success counts).
-//! - [`adapt`]: rates learned at run time: announced in headers, or searched
+//! - `adapt`: rates learned at run time: announced in headers, or searched
 //!   for from 429s alone (`Discovery`, persisted per bucket); pure.
 //!
 //! The SQL behind them lives in `store::keys` (`genq.api_keys`) and
 //! `store::buckets` (`genq.key_buckets`).
 
-pub mod adapt;
-pub mod config;
+pub(crate) mod adapt;
+pub(crate) mod config;
 pub mod health;
-pub mod select;
+pub(crate) mod select;
 
 pub use config::*;
 pub use health::KeyHealth;

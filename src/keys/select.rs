@@ -53,7 +53,7 @@ pub struct Slot<'a> {
     pub key: &'a ApiKey,
     pub bucket: String,
     /// Whether the bucket grants one slot at a time (its interval is longer
-    /// than [`BATCH_HORIZON`]): the send is then booked at the moment it
+    /// than `BATCH_HORIZON`): the send is then booked at the moment it
     /// happens ([`buckets::book_sent`]).
     pub slow: bool,
 }
@@ -258,7 +258,8 @@ impl Keyring {
     }
 
     /// Disabled keys among `candidates` due their re-test, claimed for this
-    /// process (looked up at most every [`RETEST_LOOKUP`]).
+    /// process (looked up at most every [`REFRESH_EVERY`] or re-test period,
+    /// whichever is shorter).
     async fn due_retests<'c>(
         &self,
         pool: &PgPool,

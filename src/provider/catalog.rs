@@ -4,7 +4,7 @@
 //! message saying how to fix it, instead of failing later at the provider
 //! after waiting for a rate-limit slot. The table follows async-openai 0.43's
 //! `ImageModel` and `CreateImageRequest` docs. Checking a job's params
-//! against it is [`crate::validation`]'s work.
+//! against it is `crate::validation`'s work.
 
 /// The model used when a job names none. The one definition: `NewJob`,
 /// the CLI and the API use it, and a test checks that the `genq.jobs.model`

@@ -118,9 +118,7 @@ impl<C: ImagesApi> ImagesProvider<C> {
             Err(CallFailure::Http { status, body }) => {
                 classify::classify(*status, &response.headers, body, Utc::now())
             }
-            Err(other) => Verdict::Transient {
-                message: other.to_string(),
-            },
+            Err(other) => classify::classify_transport(&other.to_string()),
         };
         let status = response.status;
         let with_status = |message: &str| match status {

@@ -5,9 +5,9 @@
 //! only says what happened to one job, in terms the queue understands.
 
 pub mod catalog;
-pub mod classify;
+pub(crate) mod classify;
 pub mod footprint;
-pub mod headers;
+pub(crate) mod headers;
 pub mod images;
 pub mod images_api;
 pub mod noop;

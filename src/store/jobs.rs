@@ -25,7 +25,7 @@ pub struct Enqueued {
 /// Inserts a job, or returns the existing one when its idempotency key
 /// repeats with the same job ([`NewJob::differences`]); the same key with a
 /// different job is [`StoreError::Conflict`].
-/// The caller validates first ([`NewJob::validate`]); the table's CHECKs are the backstop.
+/// The caller validates first ([`crate::submit::validate`]); the table's CHECKs are the backstop.
 pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Enqueued, StoreError> {
     const INSERT: &str = "
         INSERT INTO genq.jobs (queue, model, prompt, params, priority, run_at, max_attempts,

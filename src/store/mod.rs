@@ -5,14 +5,14 @@
 //! - [`keys`]: API key health, cooldowns, enable/disable/reset, listing.
 //! - [`buckets`]: the shared GCRA buckets per (account or key, model).
 //! - [`migrate`]: the embedded migrations.
-//! - [`storable`]: outside text and JSON made storable (no NUL, bounded).
+//! - `storable`: outside text and JSON made storable (no NUL, bounded).
 
 pub mod buckets;
 pub mod inspect;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;
-pub mod storable;
+pub(crate) mod storable;
 
 /// Answers if the database does (`SELECT 1`).
 pub async fn ping(pool: &sqlx::PgPool) -> Result<(), StoreError> {

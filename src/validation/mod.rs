@@ -1,5 +1,5 @@
 //! What a producer may submit, checked before anything is written, so every
-//! way in (`genq submit`, `POST /v1/jobs`, [`crate::submit`]) refuses the
+//! way in (`genq submit`, `POST /v1/jobs`, [`crate::submit()`]) refuses the
 //! same bad input with the same message. Plain SQL inserts skip it: the
 //! table's CHECKs guard them, and the worker runs [`params::validate`] again
 //! at claim time.

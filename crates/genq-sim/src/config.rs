@@ -1,13 +1,13 @@
 //! Configuration of the simulated provider: which API keys exist, how fast each may go, how
 //! each behaves, and which faults to inject. Kept apart from the server so a TOML file (see
-//! the module docs of [`crate::sim`]) and Rust code build the very same values.
+//! the module docs of [`crate`]) and Rust code build the very same values.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Everything the simulated Images API needs to know; see [`crate::sim`] for the TOML form.
+/// Everything the simulated Images API needs to know; see [`crate`] for the TOML form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
@@ -272,7 +272,7 @@ impl SimConfig {
     }
 }
 
-/// Reads and validates a TOML configuration file (format in [`crate::sim`]).
+/// Reads and validates a TOML configuration file (format in [`crate`]).
 pub fn load_config(path: &Path) -> Result<SimConfig, SimConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| SimConfigError::Io {
         path: path.display().to_string(),

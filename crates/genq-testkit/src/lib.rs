@@ -9,7 +9,7 @@
 //!   is the one place a test wires a provider.
 //! - [`process`]: the `genq` binary as tests start it, and guards that kill it.
 //! - [`wait`]: polling for outcomes, counting and inserting jobs.
-//! - [`bench`]: benchmark scratch databases with counters, worker processes
+//! - [`bench`](mod@bench): benchmark scratch databases with counters, worker processes
 //!   whose memory can be read, and `name=value` arguments.
 //!
 //! Use it only from integration tests and benchmarks (`tests/`, `benches/`):

@@ -64,7 +64,7 @@ pub fn scratch_dir(label: &str) -> std::path::PathBuf {
 
 /// A `genq worker` process against `db_url` and the sim at `base_url`, with
 /// `dir/keys.toml` as its keys file and `dir/out` for images, started in `dir`
-/// (see [`genq`]).
+/// (see [`genq()`]).
 pub fn worker_process(db_url: &str, base_url: &str, dir: &std::path::Path) -> ChildGuard {
     ChildGuard(
         worker_command(db_url, base_url, dir)
