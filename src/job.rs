@@ -17,7 +17,8 @@ pub const MAX_PRIORITY: i32 = 1000;
 /// Upper bound on `max_attempts`.
 pub const MAX_MAX_ATTEMPTS: i32 = 100;
 
-/// Where a job is in its life. Stored as text; the table CHECKs the same set.
+/// Where a job is in its life. Stored as text (the table CHECKs the same
+/// set); a `sqlx::Type` through `as_str` and `FromStr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -76,6 +77,72 @@ impl std::str::FromStr for JobState {
             })
     }
 }
+
+crate::store::text_enum!(JobState);
+
+/// What one execution of a job came to, as `genq.attempts.outcome` records
+/// it. Stored as text (the table CHECKs the same set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The provider answered with images, and they were stored.
+    Succeeded,
+    /// The job failed for good (the provider refused it, or attempts ran out).
+    Failed,
+    /// A real failure that spends an attempt; the job runs again after a backoff.
+    Retry,
+    /// A 429: the key cools down and the job goes back in line, no attempt spent.
+    RateLimited,
+    /// The key was refused (quota, 401, 403) and disabled; the job goes back in line.
+    KeyRejected,
+    /// The worker's lease lapsed (it died or stalled); the reaper took the job back.
+    Lost,
+    /// The worker shut down before the job finished and gave it back.
+    Released,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 7] = [
+        AttemptOutcome::Succeeded,
+        AttemptOutcome::Failed,
+        AttemptOutcome::Retry,
+        AttemptOutcome::RateLimited,
+        AttemptOutcome::KeyRejected,
+        AttemptOutcome::Lost,
+        AttemptOutcome::Released,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::RateLimited => "rate_limited",
+            AttemptOutcome::KeyRejected => "key_rejected",
+            AttemptOutcome::Lost => "lost",
+            AttemptOutcome::Released => "released",
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AttemptOutcome {
+    type Err = InvalidJob;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AttemptOutcome::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == s)
+            .ok_or_else(|| InvalidJob(format!("unknown attempt outcome {s:?}")))
+    }
+}
+
+crate::store::text_enum!(AttemptOutcome);
 
 /// Input refused before anything is written. The text says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,7 +248,6 @@ pub struct Job {
     pub prompt: String,
     pub params: Value,
     pub priority: i32,
-    #[sqlx(try_from = "String")]
     pub state: JobState,
     pub run_at: DateTime<Utc>,
     pub attempts: i32,
@@ -200,14 +266,6 @@ pub struct Job {
     pub seq: i64,
 }
 
-impl TryFrom<String> for JobState {
-    type Error = InvalidJob;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
 /// One execution of a job, as recorded in `genq.attempts`.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Attempt {
@@ -218,7 +276,7 @@ pub struct Attempt {
     pub key_id: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub http_status: Option<i32>,
     pub error: Option<String>,
     pub retry_after_ms: Option<i64>,

@@ -32,6 +32,7 @@ pub mod labels;
 
 pub use gauges::DbGauges;
 
+use crate::job::AttemptOutcome;
 use crate::store::StoreError;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -84,11 +85,11 @@ pub fn job_claimed(wait_secs: f64) {
 }
 
 /// One provider request and what came of it.
-pub fn provider_request(key_id: &str, model: &str, outcome: &'static str) {
+pub fn provider_request(key_id: &str, model: &str, outcome: AttemptOutcome) {
     let (key_id, model) = (labels::sanitize(key_id), MODELS.label(model));
-    counter!("genq_provider_requests_total", "key_id" => key_id.clone(), "model" => model.clone(), "outcome" => outcome)
+    counter!("genq_provider_requests_total", "key_id" => key_id.clone(), "model" => model.clone(), "outcome" => outcome.as_str())
         .increment(1);
-    if outcome == "rate_limited" {
+    if outcome == AttemptOutcome::RateLimited {
         counter!("genq_provider_rate_limited_total", "key_id" => key_id, "model" => model)
             .increment(1);
     }

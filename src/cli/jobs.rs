@@ -231,7 +231,7 @@ fn attempt_row(a: &Attempt) -> Vec<String> {
         time(a.started_at),
         dash(a.key_id.clone()),
         dash(a.http_status.map(|s| s.to_string())),
-        a.outcome.clone(),
+        a.outcome.to_string(),
         dash(a.retry_after_ms.map(|ms| ms.to_string())),
         clip(a.error.as_deref().unwrap_or("-"), 80),
     ]

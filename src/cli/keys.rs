@@ -75,7 +75,7 @@ pub fn table(rows: &[KeyStatus]) -> String {
                 (Some(account), _) => account.clone(),
                 (None, _) => "-".into(),
             },
-            k.state.clone(),
+            k.state.to_string(),
             k.cooldown_remaining_secs
                 .map_or("-".into(), |s| format!("{s:.1}s")),
             k.ok_count.to_string(),

@@ -10,6 +10,7 @@
 //!   disabling, learned limits, success counts).
 //! - `adapt`: rates learned at run time: announced in headers, or searched
 //!   for from 429s alone (`Discovery`, persisted per bucket); pure.
+//! - [`state`]: [`KeyState`], where a key is (active, cooling, disabled).
 //!
 //! The SQL behind them lives in `store::keys` (`genq.api_keys`) and
 //! `store::buckets` (`genq.key_buckets`).
@@ -18,7 +19,9 @@ pub(crate) mod adapt;
 pub(crate) mod config;
 pub mod health;
 pub(crate) mod select;
+pub mod state;
 
 pub use config::*;
 pub use health::KeyHealth;
 pub use select::{Keyring, NoSlot, Slot};
+pub use state::KeyState;

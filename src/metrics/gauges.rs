@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::labels::{self, OTHER, sanitize};
 use crate::job::JobState;
+use crate::keys::KeyState;
 use crate::store::StoreError;
 use crate::store::inspect::{ActiveStat, FinishedCount};
 use crate::store::keys::KeyStatus;
@@ -392,7 +393,7 @@ fn keys_text(keys: &[KeyStatus], remembered: &BTreeSet<String>) -> (String, BTre
         &mut text,
         "genq_keys",
         "API keys per state",
-        ["active", "cooling", "disabled"].map(|state| {
+        KeyState::ALL.map(|state| {
             let n = keys.iter().filter(|k| k.state == state).count();
             (format!("state=\"{state}\""), n as f64)
         }),

@@ -24,7 +24,7 @@ use super::classify::{self, Verdict};
 use super::images_api::ImagesApi;
 use super::openai::{CallFailure, Delivered, ImagesClient};
 use super::{Call, Capacity, Execution, Outcome, Provider};
-use crate::job::Job;
+use crate::job::{AttemptOutcome, Job};
 use crate::keys::health::{Answer, HealthSettings};
 use crate::keys::{KeyHealth, Keyring, Slot};
 use crate::output::OutputStore;
@@ -164,7 +164,7 @@ impl<C: ImagesApi> ImagesProvider<C> {
             tracing::warn!(error = %err, "recording the key's account failed");
         }
         let record =
-            |outcome: &'static str, error: Option<String>, retry_after: Option<Duration>| {
+            |outcome: AttemptOutcome, error: Option<String>, retry_after: Option<Duration>| {
                 crate::metrics::provider_request(&key_id, model, outcome);
                 Call {
                     outcome,
@@ -194,7 +194,7 @@ impl<C: ImagesApi> ImagesProvider<C> {
                         }
                         Execution {
                             outcome: Outcome::Succeeded { result },
-                            call: Some(record("succeeded", None, None)),
+                            call: Some(record(AttemptOutcome::Succeeded, None, None)),
                         }
                     }
                     Err(err) => {
@@ -203,7 +203,7 @@ impl<C: ImagesApi> ImagesProvider<C> {
                             outcome: Outcome::Retry {
                                 error: error.clone(),
                             },
-                            call: Some(record("retry", Some(error), None)),
+                            call: Some(record(AttemptOutcome::Retry, Some(error), None)),
                         }
                     }
                 }
@@ -216,7 +216,7 @@ impl<C: ImagesApi> ImagesProvider<C> {
                         reason: cooled.reason.clone(),
                     },
                     call: Some(record(
-                        "rate_limited",
+                        AttemptOutcome::RateLimited,
                         Some(cooled.reason),
                         Some(cooled.left),
                     )),
@@ -228,7 +228,7 @@ impl<C: ImagesApi> ImagesProvider<C> {
                     outcome: Outcome::Reschedule {
                         reason: format!("key {key_id} disabled: {answer_text}"),
                     },
-                    call: Some(record("key_rejected", Some(answer_text), None)),
+                    call: Some(record(AttemptOutcome::KeyRejected, Some(answer_text), None)),
                 }
             }
             Verdict::ModelRejected { .. } => {
@@ -237,20 +237,20 @@ impl<C: ImagesApi> ImagesProvider<C> {
                     outcome: Outcome::Reschedule {
                         reason: format!("key {key_id} may not use {model}: {answer_text}"),
                     },
-                    call: Some(record("key_rejected", Some(answer_text), None)),
+                    call: Some(record(AttemptOutcome::KeyRejected, Some(answer_text), None)),
                 }
             }
             Verdict::JobRejected { .. } => Execution {
                 outcome: Outcome::Failed {
                     error: answer_text.clone(),
                 },
-                call: Some(record("failed", Some(answer_text), None)),
+                call: Some(record(AttemptOutcome::Failed, Some(answer_text), None)),
             },
             Verdict::Transient { .. } => Execution {
                 outcome: Outcome::Retry {
                     error: answer_text.clone(),
                 },
-                call: Some(record("retry", Some(answer_text), None)),
+                call: Some(record(AttemptOutcome::Retry, Some(answer_text), None)),
             },
         }
     }

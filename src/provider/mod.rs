@@ -18,7 +18,7 @@ use serde_json::Value;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::job::Job;
+use crate::job::{AttemptOutcome, Job};
 
 /// What became of one execution of a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,11 +53,11 @@ pub enum Capacity {
     },
 }
 
-/// The provider request an execution made, for `genq.attempts`.
+/// The provider request an execution made: the one record of a call, from
+/// the provider to the row `store::jobs::complete` writes in `genq.attempts`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
-    /// `succeeded`, `failed`, `retry`, `rate_limited` or `key_rejected`.
-    pub outcome: &'static str,
+    pub outcome: AttemptOutcome,
     pub key_id: Option<String>,
     pub http_status: Option<u16>,
     pub error: Option<String>,

@@ -9,7 +9,7 @@ use serde_json::json;
 use std::time::Duration;
 
 use super::{Call, Execution, Outcome, Provider};
-use crate::job::Job;
+use crate::job::{AttemptOutcome, Job};
 
 /// Succeeds every job, after `params.noop_delay_ms` if the job sets it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,7 +26,7 @@ impl Provider for NoopProvider {
                 result: json!({ "provider": "noop", "prompt_chars": job.prompt.chars().count() }),
             },
             call: Some(Call {
-                outcome: "succeeded",
+                outcome: AttemptOutcome::Succeeded,
                 key_id: None,
                 http_status: None,
                 error: None,

@@ -127,16 +127,13 @@ async fn refusal(
     id: Uuid,
     reason: impl FnOnce(JobState) -> String,
 ) -> Result<Change, StoreError> {
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM genq.jobs WHERE id = $1")
+    let state: Option<JobState> = sqlx::query_scalar("SELECT state FROM genq.jobs WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await?;
     let Some(state) = state else {
         return Ok(Change::NotFound);
     };
-    let state: JobState = state
-        .parse()
-        .map_err(|e: crate::job::InvalidJob| StoreError::Invalid(e.0))?;
     Ok(Change::Refused {
         state,
         reason: reason(state),
@@ -151,7 +148,6 @@ pub struct QueueStat {
     /// Image model.
     pub model: String,
     /// Job state.
-    #[sqlx(try_from = "String")]
     pub state: JobState,
     /// Jobs in this (queue, model, state).
     pub jobs: i64,
@@ -181,7 +177,6 @@ pub struct ActiveStat {
     /// Image model.
     pub model: String,
     /// `queued` or `running`.
-    #[sqlx(try_from = "String")]
     pub state: JobState,
     /// Jobs in this (queue, model, state).
     pub jobs: i64,
@@ -220,7 +215,6 @@ pub struct FinishedCount {
     /// Image model.
     pub model: String,
     /// A final state.
-    #[sqlx(try_from = "String")]
     pub state: JobState,
     /// Jobs retained in it.
     pub jobs: i64,

@@ -11,7 +11,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{StoreError, storable};
-use crate::job::{Attempt, Job, JobState, NewJob};
+use crate::job::{Attempt, AttemptOutcome, Job, JobState, NewJob};
+use crate::provider::Call;
 
 /// What [`enqueue`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +35,7 @@ pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Enqueued, StoreError
                 coalesce($7, 5), $8, $9)
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING id, state";
-    let inserted: Option<(Uuid, String)> = sqlx::query_as(INSERT)
+    let inserted: Option<(Uuid, JobState)> = sqlx::query_as(INSERT)
         .bind(job.queue())
         .bind(job.model())
         .bind(&job.prompt)
@@ -50,7 +51,7 @@ pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Enqueued, StoreError
     if let Some((id, state)) = inserted {
         return Ok(Enqueued {
             id,
-            state: parse_state(state)?,
+            state,
             created: true,
         });
     }
@@ -74,12 +75,6 @@ pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Enqueued, StoreError
         state: existing.state,
         created: false,
     })
-}
-
-fn parse_state(state: String) -> Result<JobState, StoreError> {
-    state
-        .parse()
-        .map_err(|e: crate::job::InvalidJob| StoreError::Invalid(e.0))
 }
 
 /// Inserts jobs the way a producer's plain SQL would: prompt and params
@@ -344,25 +339,13 @@ pub enum Finish {
 }
 
 impl Finish {
-    fn state(&self) -> &'static str {
+    fn state(&self) -> JobState {
         match self {
-            Finish::Succeeded { .. } => "succeeded",
-            Finish::Failed { .. } => "failed",
-            Finish::Requeue { .. } => "queued",
+            Finish::Succeeded { .. } => JobState::Succeeded,
+            Finish::Failed { .. } => JobState::Failed,
+            Finish::Requeue { .. } => JobState::Queued,
         }
     }
-}
-
-/// The provider call an attempt made, recorded in `genq.attempts`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CallRecord {
-    /// `succeeded`, `failed`, `retry`, `rate_limited` or `key_rejected`.
-    pub outcome: &'static str,
-    pub key_id: Option<String>,
-    pub http_status: Option<i32>,
-    pub error: Option<String>,
-    pub retry_after_ms: Option<i64>,
-    pub started_at: DateTime<Utc>,
 }
 
 /// One finished hold on a job, as [`complete`] writes it.
@@ -375,7 +358,7 @@ pub struct Completion {
     /// Give the attempt back: the job was not at fault (no key could take it).
     pub refund: bool,
     /// None when no provider call was made (nothing to record).
-    pub call: Option<CallRecord>,
+    pub call: Option<Call>,
 }
 
 /// Writes many completions in one round trip. Returns the ids it applied;
@@ -427,7 +410,7 @@ pub async fn complete(
     let mut results: Vec<Option<Value>> = Vec::with_capacity(n);
     let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
     let mut delays: Vec<Option<f64>> = Vec::with_capacity(n);
-    let mut call_outcomes: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut call_outcomes: Vec<Option<AttemptOutcome>> = Vec::with_capacity(n);
     let mut key_ids: Vec<Option<String>> = Vec::with_capacity(n);
     let mut statuses: Vec<Option<i32>> = Vec::with_capacity(n);
     let mut call_errors: Vec<Option<String>> = Vec::with_capacity(n);
@@ -455,9 +438,12 @@ pub async fn complete(
         let call = c.call.as_ref();
         call_outcomes.push(call.map(|c| c.outcome));
         key_ids.push(call.and_then(|c| c.key_id.clone()));
-        statuses.push(call.and_then(|c| c.http_status));
+        statuses.push(call.and_then(|c| c.http_status.map(i32::from)));
         call_errors.push(call.and_then(|c| c.error.as_deref().map(storable::message)));
-        waits.push(call.and_then(|c| c.retry_after_ms));
+        waits.push(call.and_then(|c| {
+            c.retry_after
+                .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+        }));
         call_starts.push(call.map(|c| c.started_at));
     }
     let applied = sqlx::query_scalar(COMPLETE)
@@ -549,13 +535,11 @@ pub async fn attempts(pool: &PgPool, job_id: Uuid) -> Result<Vec<Attempt>, Store
 
 /// Number of jobs in each state (states with none are omitted).
 pub async fn count_by_state(db: impl PgExecutor<'_>) -> Result<Vec<(JobState, i64)>, StoreError> {
-    let rows: Vec<(String, i64)> =
+    Ok(
         sqlx::query_as("SELECT state, count(*) FROM genq.jobs GROUP BY state ORDER BY state")
             .fetch_all(db)
-            .await?;
-    rows.into_iter()
-        .map(|(state, n)| Ok((parse_state(state)?, n)))
-        .collect()
+            .await?,
+    )
 }
 
 /// Failed jobs grouped by their error, most common first.

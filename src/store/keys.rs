@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::StoreError;
+use crate::keys::KeyState;
 
 /// A key to register: its id and account, never its secret.
 #[derive(Debug, Clone)]
@@ -362,7 +363,7 @@ pub struct KeyStatus {
     /// `configured` or `provider headers`.
     pub account_source: Option<String>,
     /// active, cooling (cooldown not yet over) or disabled.
-    pub state: String,
+    pub state: KeyState,
     pub cooldown_until: Option<DateTime<Utc>>,
     pub cooldown_remaining_secs: Option<f64>,
     pub disabled_reason: Option<String>,

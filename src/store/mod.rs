@@ -13,6 +13,9 @@ pub mod jobs;
 pub mod keys;
 pub mod migrate;
 pub(crate) mod storable;
+mod text_enum;
+
+pub(crate) use text_enum::text_enum;
 
 /// Answers if the database does (`SELECT 1`).
 pub async fn ping(pool: &sqlx::PgPool) -> Result<(), StoreError> {

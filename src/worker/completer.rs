@@ -9,8 +9,9 @@ use tokio::task::JoinSet;
 
 use super::held::Hold;
 use super::wake::NextDue;
+use crate::provider::Call;
 use crate::store::StoreError;
-use crate::store::jobs::{self, CallRecord, Completion, Finish};
+use crate::store::jobs::{self, Completion, Finish};
 
 /// Most completions in one statement.
 const MAX_BATCH: usize = 256;
@@ -134,7 +135,7 @@ fn unstorable(refused: &Completion, err: &StoreError) -> Completion {
     Completion {
         finish: Finish::Failed { error: why.clone() },
         refund: false,
-        call: refused.call.clone().map(|call| CallRecord {
+        call: refused.call.clone().map(|call| Call {
             error: Some(why),
             ..call
         }),

@@ -13,7 +13,7 @@ use rand::Rng;
 use crate::job::Job;
 use crate::provider::{Execution, Outcome};
 use crate::retry::Backoff;
-use crate::store::jobs::{CallRecord, Completion, Finish};
+use crate::store::jobs::{Completion, Finish};
 
 /// What to write for `job` after `execution`. Delays are relative: the
 /// database adds them to its own `now()`.
@@ -44,16 +44,7 @@ pub(super) fn settle(
             }
         }
     };
-    let call = execution.call.map(|c| CallRecord {
-        outcome: c.outcome,
-        key_id: c.key_id,
-        http_status: c.http_status.map(i32::from),
-        error: c.error,
-        retry_after_ms: c
-            .retry_after
-            .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
-        started_at: c.started_at,
-    });
+    let call = execution.call;
     Completion {
         job_id: job.id,
         attempt: job.attempts,
@@ -66,7 +57,7 @@ pub(super) fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::JobState;
+    use crate::job::{AttemptOutcome, JobState};
     use crate::provider::Call;
     use chrono::{DateTime, Utc};
     use rand::SeedableRng;
@@ -183,7 +174,7 @@ mod tests {
                 result: json!({"images": 1}),
             },
             call: Some(Call {
-                outcome: "succeeded",
+                outcome: AttemptOutcome::Succeeded,
                 key_id: Some("key-1".into()),
                 http_status: Some(200),
                 error: None,
@@ -200,12 +191,8 @@ mod tests {
         );
         let call = done.call.unwrap();
         assert_eq!(
-            (
-                call.http_status,
-                call.retry_after_ms,
-                call.key_id.as_deref()
-            ),
-            (Some(200), Some(1500), Some("key-1"))
+            (call.http_status, call.retry_after, call.key_id.as_deref()),
+            (Some(200), Some(Duration::from_millis(1500)), Some("key-1"))
         );
 
         let done = run(

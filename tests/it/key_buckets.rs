@@ -219,7 +219,7 @@ async fn a_cooldown_blocks_the_key_and_a_shorter_one_never_shortens_it() {
     assert_eq!(r.key_id, None);
     assert!(r.earliest.unwrap().abs_diff(later) < Duration::from_millis(500));
     let status = &keys::list(&db.pool).await.unwrap()[0];
-    assert_eq!(status.state, "cooling");
+    assert_eq!(status.state, genq::keys::KeyState::Cooling);
     assert!(status.cooldown_remaining_secs.unwrap() > 25.0);
 }
 

@@ -275,7 +275,10 @@ async fn why_jobs_wait_is_said_in_the_job_view_stats_and_metrics() {
     wait_until(
         Duration::from_secs(10),
         "the key to be disabled",
-        || async { genq::store::keys::list(&rig.db.pool).await.unwrap()[0].state == "disabled" },
+        || async {
+            genq::store::keys::list(&rig.db.pool).await.unwrap()[0].state
+                == genq::keys::KeyState::Disabled
+        },
     )
     .await;
     let expected = "waiting: every key serving gpt-image-2 is disabled (quota); see genq keys list";
@@ -364,7 +367,11 @@ async fn a_403_for_one_model_blocks_the_key_for_that_model_only() {
     })
     .await;
     let key = &genq::store::keys::list(pool).await.unwrap()[0];
-    assert_eq!(key.state, "active", "the key still serves other models");
+    assert_eq!(
+        key.state,
+        genq::keys::KeyState::Active,
+        "the key still serves other models"
+    );
     assert!(
         key.blocked_models[0].starts_with("gpt-image-1.5: HTTP 403"),
         "{:?}",

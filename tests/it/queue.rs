@@ -2,7 +2,7 @@
 //! NOTIFY pickup, exactly-once draining, backoff, idempotency, bad input.
 
 use chrono::Utc;
-use genq::job::{Job, NewJob};
+use genq::job::{AttemptOutcome, Job, NewJob};
 use genq::provider::{Call, Execution, Outcome, Provider};
 use genq::retry::Backoff;
 use genq::store::jobs;
@@ -27,7 +27,7 @@ fn config(concurrency: usize) -> WorkerConfig {
     }
 }
 
-fn call(outcome: &'static str) -> Option<Call> {
+fn call(outcome: AttemptOutcome) -> Option<Call> {
     Some(Call {
         outcome,
         key_id: None,
@@ -50,7 +50,7 @@ impl Provider for Counting {
             outcome: Outcome::Succeeded {
                 result: json!({"ok": true}),
             },
-            call: call("succeeded"),
+            call: call(AttemptOutcome::Succeeded),
         }
     }
 }
@@ -172,7 +172,7 @@ impl Provider for SlotWatcher {
         tokio::time::sleep(Duration::from_millis(20)).await;
         Execution {
             outcome: Outcome::Succeeded { result: json!({}) },
-            call: call("succeeded"),
+            call: call(AttemptOutcome::Succeeded),
         }
     }
 }
@@ -208,7 +208,7 @@ impl Provider for AlwaysTransient {
             outcome: Outcome::Retry {
                 error: "HTTP 503: upstream unavailable".into(),
             },
-            call: call("retry"),
+            call: call(AttemptOutcome::Retry),
         }
     }
 }
@@ -267,7 +267,7 @@ async fn failed_attempts_back_off_then_fail_with_the_last_error() {
         attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
         vec![1, 2, 3, 4]
     );
-    assert!(attempts.iter().all(|a| a.outcome == "retry"));
+    assert!(attempts.iter().all(|a| a.outcome == AttemptOutcome::Retry));
     // Equal jitter: attempt k waits between base·2^(k-1)/2 and base·2^(k-1),
     // counted from when it ran (the provider answers at once).
     let delays: Vec<Duration> = run_ats
@@ -456,13 +456,13 @@ async fn a_completion_after_the_lease_was_lost_is_ignored() {
         (now.state, now.attempts, now.locked_by.as_deref()),
         (genq::job::JobState::Running, 2, Some("w2"))
     );
-    let outcomes: Vec<String> = jobs::attempts(&db.pool, job.id)
+    let outcomes: Vec<AttemptOutcome> = jobs::attempts(&db.pool, job.id)
         .await
         .unwrap()
         .into_iter()
         .map(|a| a.outcome)
         .collect();
-    assert_eq!(outcomes, ["lost"]);
+    assert_eq!(outcomes, [AttemptOutcome::Lost]);
 }
 
 /// The SQL default of `genq.jobs.model` is the model genq's own ways in use

@@ -227,7 +227,11 @@ async fn a_cooldown_survives_a_worker_restart() {
         "the test proves nothing: the job came due at {third_due}, the wait ends at {deadline}"
     );
     let key = &genq::store::keys::list(&rig.db.pool).await.unwrap()[0];
-    assert_eq!(key.state, "cooling", "the restart forgot the cooldown");
+    assert_eq!(
+        key.state,
+        genq::keys::KeyState::Cooling,
+        "the restart forgot the cooldown"
+    );
     all_succeeded(&rig, 3, Duration::from_secs(60)).await;
     stop.cancel();
     worker.await.unwrap();
@@ -279,9 +283,9 @@ async fn quota_and_unknown_keys_are_disabled_and_not_used_again() {
     assert_eq!(rig.log_for(&sim_id("sk-unknown-to-sim")).len(), 1);
     let listed = genq::store::keys::list(&rig.db.pool).await.unwrap();
     let state = |id: &str| listed.iter().find(|k| k.id == id).unwrap().clone();
-    assert_eq!(state("broke").state, "disabled");
+    assert_eq!(state("broke").state, genq::keys::KeyState::Disabled);
     assert!(state("broke").disabled_reason.unwrap().contains("quota"));
-    assert_eq!(state("stranger").state, "disabled");
+    assert_eq!(state("stranger").state, genq::keys::KeyState::Disabled);
     assert!(
         state("stranger")
             .disabled_reason
@@ -304,7 +308,7 @@ async fn quota_and_unknown_keys_are_disabled_and_not_used_again() {
     );
     assert_eq!(
         genq::store::keys::list(&rig.db.pool).await.unwrap()[0].state,
-        "active"
+        genq::keys::KeyState::Active
     );
 }
 

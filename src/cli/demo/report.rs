@@ -83,7 +83,7 @@ pub(super) async fn summarize(env: &Environment, elapsed: Duration) -> Result<De
             .collect(),
         disabled_keys: keys
             .iter()
-            .filter(|k| k.state == "disabled")
+            .filter(|k| k.state == genq::keys::KeyState::Disabled)
             .map(|k| (k.id.clone(), k.disabled_reason.clone().unwrap_or_default()))
             .collect(),
         png_files: count_pngs(&env.output_dir),
