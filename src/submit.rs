@@ -6,13 +6,15 @@
 use sqlx::PgPool;
 
 use crate::job::{InvalidJob, NewJob};
-use crate::store::{StoreError, jobs};
+use crate::store::StoreError;
+use crate::store::jobs::{self, Inserted};
 use crate::validation::{self, ParamError};
+use uuid::Uuid;
 
 pub use crate::store::jobs::Enqueued;
 
-/// Why a job was not enqueued. The first two are the producer's to fix and
-/// nothing was written; callers answer them as a bad request.
+/// Why a job was not enqueued. All but `Store` are the producer's to fix,
+/// and nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// A job field is empty or out of range.
@@ -21,8 +23,20 @@ pub enum SubmitError {
     /// The params do not suit the model (or a fallback model).
     #[error(transparent)]
     Params(#[from] ParamError),
-    /// The database refused or failed; [`StoreError::Conflict`] is an
-    /// idempotency key reused for a different job.
+    /// The idempotency key was used before for a different job; `fields`
+    /// are the ones that differ. Resend the same job to get it back, or use
+    /// a new key for a new job.
+    #[error(
+        "idempotency_key {key:?} was already used for job {existing} with a different {}; \
+         resend exactly the same job to get it back, or use a new key for a new job",
+        fields.join(", ")
+    )]
+    IdempotencyConflict {
+        key: String,
+        existing: Uuid,
+        fields: Vec<&'static str>,
+    },
+    /// The database refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -38,8 +52,26 @@ pub fn validate(job: &NewJob) -> Result<(), SubmitError> {
 }
 
 /// Validates `job` and enqueues it. With an idempotency key that was seen
-/// before, returns the existing job instead of creating a second one.
+/// before, returns that job if it is the same one (`created: false`), and
+/// refuses a different one.
 pub async fn submit(pool: &PgPool, job: &NewJob) -> Result<Enqueued, SubmitError> {
     validate(job)?;
-    Ok(jobs::enqueue(pool, job).await?)
+    match jobs::enqueue(pool, job).await? {
+        Inserted::New(enqueued) => Ok(enqueued),
+        Inserted::Existing(existing) => {
+            let fields = job.differences(&existing);
+            if !fields.is_empty() {
+                return Err(SubmitError::IdempotencyConflict {
+                    key: job.idempotency_key.clone().unwrap_or_default(),
+                    existing: existing.id,
+                    fields,
+                });
+            }
+            Ok(Enqueued {
+                id: existing.id,
+                state: existing.state,
+                created: false,
+            })
+        }
+    }
 }

@@ -89,6 +89,7 @@ impl From<SubmitError> for ApiError {
         match err {
             SubmitError::Field(err) => err.into(),
             SubmitError::Params(err) => ApiError::bad_request(err.to_string()),
+            err @ SubmitError::IdempotencyConflict { .. } => ApiError::conflict(err.to_string()),
             SubmitError::Store(err) => err.into(),
         }
     }
@@ -98,7 +99,6 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Invalid(message) => ApiError::bad_request(message),
-            StoreError::Conflict(message) => ApiError::conflict(message),
             StoreError::Db(sqlx::Error::PoolTimedOut) => {
                 tracing::warn!("no database connection available within the timeout");
                 ApiError::new(

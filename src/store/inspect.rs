@@ -31,22 +31,18 @@ pub struct ListFilter {
 /// Jobs matching `filter`, newest first (`created_at DESC, id DESC`, a
 /// total order, so keyset pages see each job exactly once).
 pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Job>, StoreError> {
-    const LIST: &str = "
-        SELECT * FROM genq.jobs
-         WHERE ($1::text IS NULL OR state = $1)
-           AND ($2::timestamptz IS NULL OR created_at >= $2)
-           AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
-         ORDER BY created_at DESC, id DESC
-         LIMIT $3";
     let (after_at, after_id) = filter.after.unzip();
-    Ok(sqlx::query_as(LIST)
-        .bind(filter.state.map(JobState::as_str))
-        .bind(filter.since)
-        .bind(filter.limit)
-        .bind(after_at)
-        .bind(after_id)
-        .fetch_all(pool)
-        .await?)
+    Ok(sqlx::query_file_as!(
+        Job,
+        "src/store/sql/inspect/list.sql",
+        filter.state.map(JobState::as_str),
+        filter.since,
+        filter.limit,
+        after_at,
+        after_id
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// What a [`cancel`] or [`retry`] did.
@@ -74,12 +70,9 @@ pub type RetryOutcome = Change;
 /// may have a provider call in flight that is billed and finishes anyway,
 /// and the worker would overwrite the cancellation; final jobs are done.
 pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<CancelOutcome, StoreError> {
-    const CANCEL: &str = "
-        UPDATE genq.jobs
-           SET state = 'cancelled', finished_at = now(), updated_at = now()
-         WHERE id = $1 AND state = 'queued'
-        RETURNING *";
-    let done: Option<Job> = sqlx::query_as(CANCEL).bind(id).fetch_optional(pool).await?;
+    let done = sqlx::query_file_as!(Job, "src/store/sql/inspect/cancel.sql", id)
+        .fetch_optional(pool)
+        .await?;
     if let Some(job) = done {
         return Ok(Change::Done(Box::new(job)));
     }
@@ -98,13 +91,9 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<CancelOutcome, StoreError
 /// Puts a failed or cancelled job back in the queue to run now, with a
 /// fresh set of attempts. Its earlier attempts stay in `genq.attempts`.
 pub async fn retry(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, StoreError> {
-    const RETRY: &str = "
-        UPDATE genq.jobs
-           SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
-               started_at = NULL, last_error = NULL, result = NULL, updated_at = now()
-         WHERE id = $1 AND state IN ('failed', 'cancelled')
-        RETURNING *";
-    let done: Option<Job> = sqlx::query_as(RETRY).bind(id).fetch_optional(pool).await?;
+    let done = sqlx::query_file_as!(Job, "src/store/sql/inspect/retry.sql", id)
+        .fetch_optional(pool)
+        .await?;
     if let Some(job) = done {
         return Ok(Change::Done(Box::new(job)));
     }
@@ -127,10 +116,12 @@ async fn refusal(
     id: Uuid,
     reason: impl FnOnce(JobState) -> String,
 ) -> Result<Change, StoreError> {
-    let state: Option<JobState> = sqlx::query_scalar("SELECT state FROM genq.jobs WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let state = sqlx::query_scalar!(
+        r#"SELECT state AS "state: JobState" FROM genq.jobs WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await?;
     let Some(state) = state else {
         return Ok(Change::NotFound);
     };
@@ -162,11 +153,14 @@ pub struct QueueStat {
 
 /// The queue's shape: jobs per (queue, model, state), ordered by those.
 pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStat>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT * FROM genq.queue_stats ORDER BY queue, model, state")
-            .fetch_all(pool)
-            .await?,
+    Ok(sqlx::query_as!(
+        QueueStat,
+        r#"SELECT queue AS "queue!", model AS "model!", state AS "state!: JobState", jobs AS "jobs!",
+                  oldest_queued_at, oldest_queued_age_s, waiting
+             FROM genq.queue_stats ORDER BY queue, model, state"#
     )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Queued or running jobs of one (queue, model), for `/metrics`.
@@ -191,20 +185,11 @@ pub struct ActiveStat {
 /// finished jobs are kept: each state is read from its partial index
 /// (`jobs_claim_model_idx`, `jobs_lease_idx`), never from the finished rows.
 pub async fn active_stats(pool: &PgPool) -> Result<Vec<ActiveStat>, StoreError> {
-    const ACTIVE: &str = "
-        WITH active AS (
-            SELECT queue, model, 'queued'::text AS state, count(*) AS jobs,
-                   extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8
-                       AS oldest_due_age_s
-              FROM genq.jobs WHERE state = 'queued' GROUP BY queue, model
-            UNION ALL
-            SELECT queue, model, 'running', count(*), NULL
-              FROM genq.jobs WHERE state = 'running' GROUP BY queue, model)
-        SELECT a.queue, a.model, a.state, a.jobs, a.oldest_due_age_s,
-               CASE WHEN a.state = 'queued' THEN w.kind END AS waiting
-          FROM active a LEFT JOIN genq.model_waits w ON w.model = a.model
-         ORDER BY a.queue, a.model, a.state";
-    Ok(sqlx::query_as(ACTIVE).fetch_all(pool).await?)
+    Ok(
+        sqlx::query_file_as!(ActiveStat, "src/store/sql/inspect/active_stats.sql")
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 /// Finished jobs (succeeded, failed, cancelled) of one (queue, model, state).
@@ -224,11 +209,9 @@ pub struct FinishedCount {
 /// every retained finished row (about 300 ms at 1,000,000 on 2 cores), so
 /// `/metrics` does not run it on every scrape once it is slow.
 pub async fn finished_counts(pool: &PgPool) -> Result<Vec<FinishedCount>, StoreError> {
-    const FINISHED: &str = "
-        SELECT queue, model, state, count(*) AS jobs
-          FROM genq.jobs
-         WHERE state IN ('succeeded', 'failed', 'cancelled')
-         GROUP BY queue, model, state
-         ORDER BY queue, model, state";
-    Ok(sqlx::query_as(FINISHED).fetch_all(pool).await?)
+    Ok(
+        sqlx::query_file_as!(FinishedCount, "src/store/sql/inspect/finished_counts.sql")
+            .fetch_all(pool)
+            .await?,
+    )
 }

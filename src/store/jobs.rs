@@ -23,58 +23,61 @@ pub struct Enqueued {
     pub created: bool,
 }
 
-/// Inserts a job, or returns the existing one when its idempotency key
-/// repeats with the same job ([`NewJob::differences`]); the same key with a
-/// different job is [`StoreError::Conflict`].
-/// The caller validates first ([`crate::submit::validate`]); the table's CHECKs are the backstop.
-pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Enqueued, StoreError> {
-    const INSERT: &str = "
-        INSERT INTO genq.jobs (queue, model, prompt, params, priority, run_at, max_attempts,
-                               idempotency_key, expires_at)
-        VALUES ($1, $2, $3, coalesce($4, '{}'::jsonb), coalesce($5, 0), coalesce($6, now()),
-                coalesce($7, 5), $8, $9)
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING id, state";
-    let inserted: Option<(Uuid, JobState)> = sqlx::query_as(INSERT)
-        .bind(job.queue())
-        .bind(job.model())
-        .bind(&job.prompt)
-        .bind(&job.params)
-        .bind(job.priority)
-        .bind(job.run_at)
-        .bind(job.max_attempts)
-        .bind(&job.idempotency_key)
-        .bind(job.expires_at)
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::classify)?;
-    if let Some((id, state)) = inserted {
-        return Ok(Enqueued {
-            id,
-            state,
+/// What [`enqueue`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// A new job.
+    New(Enqueued),
+    /// The job already holding this idempotency key (the caller decides
+    /// whether it is the same job: `NewJob::differences`).
+    Existing(Box<Job>),
+}
+
+impl Inserted {
+    /// The job's id, new or existing.
+    pub fn id(&self) -> Uuid {
+        match self {
+            Inserted::New(enqueued) => enqueued.id,
+            Inserted::Existing(job) => job.id,
+        }
+    }
+}
+
+/// Inserts a job, or returns the one already holding its idempotency key.
+/// The caller validates first ([`crate::submit::validate`]); the table's
+/// CHECKs are the backstop.
+pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Inserted, StoreError> {
+    let inserted = sqlx::query_file!(
+        "src/store/sql/jobs/enqueue.sql",
+        job.queue(),
+        job.model(),
+        &job.prompt,
+        job.params.as_ref(),
+        job.priority,
+        job.run_at,
+        job.max_attempts,
+        job.idempotency_key.as_deref(),
+        job.expires_at,
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::classify)?;
+    if let Some(row) = inserted {
+        return Ok(Inserted::New(Enqueued {
+            id: row.id,
+            state: row.state,
             created: true,
-        });
+        }));
     }
     // The key exists (ON CONFLICT waited for any in-flight insert of it to commit).
-    let existing: Job = sqlx::query_as("SELECT * FROM genq.jobs WHERE idempotency_key = $1")
-        .bind(&job.idempotency_key)
-        .fetch_one(pool)
-        .await?;
-    let differs = job.differences(&existing);
-    if !differs.is_empty() {
-        return Err(StoreError::Conflict(format!(
-            "idempotency_key {:?} was already used for job {} with a different {}; \
-             resend exactly the same job to get it back, or use a new key for a new job",
-            job.idempotency_key.as_deref().unwrap_or_default(),
-            existing.id,
-            differs.join(", ")
-        )));
-    }
-    Ok(Enqueued {
-        id: existing.id,
-        state: existing.state,
-        created: false,
-    })
+    let existing = sqlx::query_file_as!(
+        Job,
+        "src/store/sql/jobs/by_idempotency_key.sql",
+        job.idempotency_key.as_deref()
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Inserted::Existing(Box::new(existing)))
 }
 
 /// Inserts jobs the way a producer's plain SQL would: prompt and params
@@ -84,30 +87,15 @@ pub async fn insert_plain(
     prompts: &[String],
     params: &[Value],
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "INSERT INTO genq.jobs (prompt, params) SELECT * FROM unnest($1::text[], $2::jsonb[])",
+        prompts,
+        params
     )
-    .bind(prompts)
-    .bind(params)
     .execute(pool)
     .await
     .map_err(StoreError::classify)?;
     Ok(done.rows_affected())
-}
-
-/// The claim's write, shared by [`claim`] and [`claim_model`]: the rows in
-/// `picked` become `running` under a lease; $3 is the worker, $4 the lease
-/// in seconds. Each claim counts an attempt.
-macro_rules! take_picked {
-    () => {
-        "UPDATE genq.jobs j
-            SET state = 'running', attempts = j.attempts + 1, locked_by = $3,
-                lease_expires_at = now() + make_interval(secs => $4),
-                started_at = now(), updated_at = now()
-           FROM picked
-          WHERE j.id = picked.id
-         RETURNING j.*"
-    };
 }
 
 /// Claims up to `limit` runnable jobs of `queues` for `worker`, in line
@@ -124,28 +112,21 @@ pub async fn claim(
     limit: usize,
     lease: Duration,
 ) -> Result<Vec<Job>, StoreError> {
-    const CLAIM: &str = concat!(
-        "WITH picked AS (
-            SELECT id FROM genq.jobs
-             WHERE state = 'queued' AND queue = $1 AND run_at <= now()
-               AND (expires_at IS NULL OR expires_at > now())
-             ORDER BY priority DESC, run_at, seq
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED) ",
-        take_picked!()
-    );
     let mut jobs: Vec<Job> = Vec::with_capacity(limit);
     for queue in queues {
         if jobs.len() >= limit {
             break;
         }
-        let claimed: Vec<Job> = sqlx::query_as(CLAIM)
-            .bind(queue)
-            .bind((limit - jobs.len()) as i64)
-            .bind(worker)
-            .bind(lease.as_secs_f64())
-            .fetch_all(pool)
-            .await?;
+        let claimed = sqlx::query_file_as!(
+            Job,
+            "src/store/sql/jobs/claim.sql",
+            queue,
+            (limit - jobs.len()) as i64,
+            worker,
+            lease.as_secs_f64()
+        )
+        .fetch_all(pool)
+        .await?;
         jobs.extend(claimed);
     }
     Ok(jobs)
@@ -172,30 +153,22 @@ pub async fn claim_model(
     limit: usize,
     lease: Duration,
 ) -> Result<Vec<Job>, StoreError> {
-    const CLAIM: &str = concat!(
-        "WITH picked AS (
-            SELECT id FROM genq.jobs
-             WHERE state = 'queued' AND queue = $1 AND model = $5 AND run_at <= now()
-               AND (expires_at IS NULL OR expires_at > now())
-               AND ($6::text IS NULL OR (params ? 'fallback_models' AND params->'fallback_models' ? $6))
-             ORDER BY priority DESC, run_at, seq
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED) ",
-        take_picked!()
-    );
     let (model, fallback) = match serve {
         Serve::Model(model) => (model, None),
         Serve::Fallback { model, fallback } => (model, Some(fallback)),
     };
-    let mut jobs: Vec<Job> = sqlx::query_as(CLAIM)
-        .bind(queue)
-        .bind(limit as i64)
-        .bind(worker)
-        .bind(lease.as_secs_f64())
-        .bind(model)
-        .bind(fallback)
-        .fetch_all(pool)
-        .await?;
+    let mut jobs = sqlx::query_file_as!(
+        Job,
+        "src/store/sql/jobs/claim_model.sql",
+        queue,
+        limit as i64,
+        worker,
+        lease.as_secs_f64(),
+        model,
+        fallback
+    )
+    .fetch_all(pool)
+    .await?;
     // UPDATE … RETURNING does not keep the CTE's order.
     jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.seq));
     Ok(jobs)
@@ -213,32 +186,14 @@ pub struct DueModel {
 /// most urgent first. A loose index scan: one probe per model, however deep
 /// the backlog.
 pub async fn due_models(pool: &PgPool, queue: &str) -> Result<Vec<DueModel>, StoreError> {
-    const DUE: &str = "
-        WITH RECURSIVE models AS (
-            (SELECT model FROM genq.jobs WHERE state = 'queued' AND queue = $1 ORDER BY model LIMIT 1)
-            UNION ALL
-            SELECT (SELECT j.model FROM genq.jobs j
-                     WHERE j.state = 'queued' AND j.queue = $1 AND j.model > m.model
-                     ORDER BY j.model LIMIT 1)
-              FROM models m WHERE m.model IS NOT NULL
-        )
-        SELECT m.model, h.n FROM models m
-         CROSS JOIN LATERAL (
-            SELECT j.priority, j.run_at, j.seq,
-                   CASE WHEN jsonb_typeof(j.params->'n') = 'number'
-                        THEN greatest(1, least(100, (j.params->>'n')::numeric))::int ELSE 1 END AS n
-              FROM genq.jobs j
-             WHERE j.state = 'queued' AND j.queue = $1 AND j.model = m.model AND j.run_at <= now()
-             ORDER BY j.priority DESC, j.run_at, j.seq
-             LIMIT 1) h
-         WHERE m.model IS NOT NULL
-         ORDER BY h.priority DESC, h.run_at, h.seq";
-    let rows: Vec<(String, i32)> = sqlx::query_as(DUE).bind(queue).fetch_all(pool).await?;
+    let rows = sqlx::query_file!("src/store/sql/jobs/due_models.sql", queue)
+        .fetch_all(pool)
+        .await?;
     Ok(rows
         .into_iter()
-        .map(|(model, n)| DueModel {
-            model,
-            cost: n.max(1) as u32,
+        .map(|row| DueModel {
+            model: row.model,
+            cost: row.n.max(1) as u32,
         })
         .collect())
 }
@@ -250,42 +205,19 @@ pub async fn fallback_models(
     queue: &str,
     model: &str,
 ) -> Result<Vec<String>, StoreError> {
-    const FALLBACKS: &str = "
-        SELECT f.model FROM (
-            SELECT params->'fallback_models' AS models FROM genq.jobs
-             WHERE state = 'queued' AND queue = $1 AND model = $2 AND run_at <= now()
-               AND params ? 'fallback_models'
-             ORDER BY priority DESC, run_at, seq
-             LIMIT 16) j
-         CROSS JOIN LATERAL jsonb_array_elements_text(
-                CASE WHEN jsonb_typeof(j.models) = 'array' THEN j.models ELSE '[]' END)
-                WITH ORDINALITY AS f(model, ord)
-         GROUP BY f.model
-         ORDER BY min(f.ord), f.model";
-    Ok(sqlx::query_scalar(FALLBACKS)
-        .bind(queue)
-        .bind(model)
-        .fetch_all(pool)
-        .await?)
+    Ok(
+        sqlx::query_file_scalar!("src/store/sql/jobs/fallback_models.sql", queue, model)
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 /// Fails queued jobs whose `expires_at` has passed: they waited for capacity
 /// past their deadline and were never claimed. Safe from every worker at once.
 pub async fn expire(pool: &PgPool, limit: i64) -> Result<u64, StoreError> {
-    const EXPIRE: &str = "
-        WITH doomed AS (
-            SELECT id FROM genq.jobs
-             WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= now()
-             ORDER BY expires_at
-             LIMIT $1
-               FOR UPDATE SKIP LOCKED)
-        UPDATE genq.jobs j
-           SET state = 'failed', finished_at = now(), updated_at = now(),
-               last_error = format('expired at %s while waiting for capacity%s', j.expires_at,
-                                   CASE WHEN j.last_error IS NULL THEN '' ELSE ': ' || j.last_error END)
-          FROM doomed d
-         WHERE j.id = d.id";
-    let done = sqlx::query(EXPIRE).bind(limit).execute(pool).await?;
+    let done = sqlx::query_file!("src/store/sql/jobs/expire.sql", limit)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected())
 }
 
@@ -301,21 +233,18 @@ pub async fn heartbeat(
     attempts: &[i32],
     lease: Duration,
 ) -> Result<u64, StoreError> {
-    const HEARTBEAT: &str = "
-        UPDATE genq.jobs j SET lease_expires_at = now() + make_interval(secs => $2)
-          FROM unnest($3::uuid[], $4::int[]) AS h(id, attempt)
-         WHERE j.id = h.id AND j.attempts = h.attempt
-           AND j.state = 'running' AND j.locked_by = $1";
     if ids.is_empty() {
         return Ok(0);
     }
-    let done = sqlx::query(HEARTBEAT)
-        .bind(worker)
-        .bind(lease.as_secs_f64())
-        .bind(ids)
-        .bind(attempts)
-        .execute(pool)
-        .await?;
+    let done = sqlx::query_file!(
+        "src/store/sql/jobs/heartbeat.sql",
+        worker,
+        lease.as_secs_f64(),
+        ids,
+        attempts
+    )
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected())
 }
 
@@ -371,36 +300,6 @@ pub async fn complete(
     // No FOR UPDATE before the UPDATE: the fence sits in the UPDATE's own
     // WHERE, which PostgreSQL re-checks on the newest row version if a reaper
     // got there first. Locking first would write every row twice.
-    const COMPLETE: &str = "
-        WITH input AS (
-            SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::bool[], $6::jsonb[],
-                                 $7::text[], $8::float8[], $9::text[], $10::text[],
-                                 $11::int[], $12::text[], $13::int8[], $14::timestamptz[])
-                AS t(id, attempt, state, refund, result, error, delay_secs,
-                     call_outcome, key_id, http_status, call_error, retry_after_ms, call_started_at)
-        ), updated AS (
-            UPDATE genq.jobs j
-               SET state = i.state,
-                   attempts = CASE WHEN i.refund THEN j.attempts - 1 ELSE j.attempts END,
-                   result = coalesce(i.result, j.result),
-                   last_error = i.error,
-                   run_at = CASE WHEN i.delay_secs IS NULL THEN j.run_at
-                                 ELSE now() + make_interval(secs => i.delay_secs) END,
-                   finished_at = CASE WHEN i.state = 'queued' THEN NULL ELSE now() END,
-                   locked_by = NULL, lease_expires_at = NULL, updated_at = now()
-              FROM input i
-             WHERE j.id = i.id AND j.state = 'running' AND j.locked_by = $1
-               AND j.attempts = i.attempt
-            RETURNING j.id
-        ), recorded AS (
-            INSERT INTO genq.attempts (job_id, attempt, worker, key_id, started_at, outcome,
-                                       http_status, error, retry_after_ms)
-            SELECT i.id, i.attempt, $1, i.key_id, i.call_started_at, i.call_outcome,
-                   i.http_status, i.call_error, i.retry_after_ms
-              FROM input i JOIN updated u ON u.id = i.id
-             WHERE i.call_outcome IS NOT NULL
-        )
-        SELECT id FROM updated";
 
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
@@ -446,23 +345,25 @@ pub async fn complete(
         }));
         call_starts.push(call.map(|c| c.started_at));
     }
-    let applied = sqlx::query_scalar(COMPLETE)
-        .bind(worker)
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&states)
-        .bind(&refunds)
-        .bind(&results)
-        .bind(&errors)
-        .bind(&delays)
-        .bind(&call_outcomes)
-        .bind(&key_ids)
-        .bind(&statuses)
-        .bind(&call_errors)
-        .bind(&waits)
-        .bind(&call_starts)
-        .fetch_all(pool)
-        .await?;
+    let applied = sqlx::query_file_scalar!(
+        "src/store/sql/jobs/complete.sql",
+        worker,
+        &ids,
+        &attempts,
+        &states as &[JobState],
+        &refunds,
+        &results as &[Option<Value>],
+        &errors as &[Option<String>],
+        &delays as &[Option<f64>],
+        &call_outcomes as &[Option<AttemptOutcome>],
+        &key_ids as &[Option<String>],
+        &statuses as &[Option<i32>],
+        &call_errors as &[Option<String>],
+        &waits as &[Option<i64>],
+        &call_starts as &[Option<DateTime<Utc>>]
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(applied)
 }
 
@@ -470,28 +371,9 @@ pub async fn complete(
 /// to the queue, recording the lost attempt. A job that has used all its
 /// attempts this way is failed. Safe to run from every worker at once.
 pub async fn reap(pool: &PgPool, limit: i64) -> Result<u64, StoreError> {
-    const REAP: &str = "
-        WITH lost AS (
-            SELECT id, locked_by, attempts, started_at FROM genq.jobs
-             WHERE state = 'running' AND lease_expires_at < now()
-             ORDER BY lease_expires_at
-             LIMIT $1
-               FOR UPDATE SKIP LOCKED
-        ), updated AS (
-            UPDATE genq.jobs j
-               SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
-                   finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
-                   last_error = format('lease expired: worker %s stopped renewing it (crashed or lost the database)', l.locked_by),
-                   run_at = now(), locked_by = NULL, lease_expires_at = NULL, updated_at = now()
-              FROM lost l
-             WHERE j.id = l.id
-            RETURNING j.id
-        )
-        INSERT INTO genq.attempts (job_id, attempt, worker, started_at, outcome, error)
-        SELECT l.id, l.attempts, l.locked_by, coalesce(l.started_at, now()), 'lost',
-               'lease expired before the worker reported an outcome'
-          FROM lost l JOIN updated u ON u.id = l.id";
-    let done = sqlx::query(REAP).bind(limit).execute(pool).await?;
+    let done = sqlx::query_file!("src/store/sql/jobs/reap.sql", limit)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected())
 }
 
@@ -499,26 +381,15 @@ pub async fn reap(pool: &PgPool, limit: i64) -> Result<u64, StoreError> {
 /// attempt (graceful shutdown). Records a `released` attempt for visibility,
 /// since a provider call may have been in flight.
 pub async fn release_all(pool: &PgPool, worker: &str) -> Result<u64, StoreError> {
-    const RELEASE: &str = "
-        WITH released AS (
-            UPDATE genq.jobs
-               SET state = 'queued', attempts = attempts - 1, run_at = now(),
-                   locked_by = NULL, lease_expires_at = NULL, updated_at = now()
-             WHERE state = 'running' AND locked_by = $1
-            RETURNING id, attempts + 1 AS attempt, started_at
-        )
-        INSERT INTO genq.attempts (job_id, attempt, worker, started_at, outcome, error)
-        SELECT id, attempt, $1, coalesce(started_at, now()), 'released',
-               'worker shut down before the job finished; returned to the queue'
-          FROM released";
-    let done = sqlx::query(RELEASE).bind(worker).execute(pool).await?;
+    let done = sqlx::query_file!("src/store/sql/jobs/release_all.sql", worker)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected())
 }
 
 /// One job by id.
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Job>, StoreError> {
-    Ok(sqlx::query_as("SELECT * FROM genq.jobs WHERE id = $1")
-        .bind(id)
+    Ok(sqlx::query_file_as!(Job, "src/store/sql/jobs/get.sql", id)
         .fetch_optional(pool)
         .await?)
 }
@@ -526,8 +397,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Job>, StoreError> {
 /// Every attempt of a job, oldest first.
 pub async fn attempts(pool: &PgPool, job_id: Uuid) -> Result<Vec<Attempt>, StoreError> {
     Ok(
-        sqlx::query_as("SELECT * FROM genq.attempts WHERE job_id = $1 ORDER BY id")
-            .bind(job_id)
+        sqlx::query_file_as!(Attempt, "src/store/sql/jobs/attempts.sql", job_id)
             .fetch_all(pool)
             .await?,
     )
@@ -535,21 +405,24 @@ pub async fn attempts(pool: &PgPool, job_id: Uuid) -> Result<Vec<Attempt>, Store
 
 /// Number of jobs in each state (states with none are omitted).
 pub async fn count_by_state(db: impl PgExecutor<'_>) -> Result<Vec<(JobState, i64)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT state, count(*) FROM genq.jobs GROUP BY state ORDER BY state")
-            .fetch_all(db)
-            .await?,
+    let rows = sqlx::query!(
+        r#"SELECT state AS "state: JobState", count(*) AS "jobs!"
+             FROM genq.jobs GROUP BY state ORDER BY state"#
     )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.state, r.jobs)).collect())
 }
 
 /// Failed jobs grouped by their error, most common first.
 pub async fn failure_reasons(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT coalesce(last_error, 'no error recorded'), count(*) FROM genq.jobs
-          WHERE state = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1",
+    let rows = sqlx::query!(
+        r#"SELECT coalesce(last_error, 'no error recorded') AS "error!", count(*) AS "jobs!"
+             FROM genq.jobs WHERE state = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1"#
     )
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.error, r.jobs)).collect())
 }
 
 /// Deletes up to `batch` finished jobs (and, by cascade, their attempts):
@@ -564,27 +437,20 @@ pub async fn prune(
     batch: i64,
 ) -> Result<Option<u64>, StoreError> {
     let mut tx = pool.begin().await?;
-    let elected: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('genq.prune'))")
-            .fetch_one(&mut *tx)
-            .await?;
+    let elected = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock(hashtext('genq.prune')) AS "elected!""#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !elected {
         return Ok(None);
     }
-    let done = sqlx::query(
-        "WITH doomed AS (
-            SELECT id FROM genq.jobs
-             WHERE finished_at IS NOT NULL
-               AND ((state = 'succeeded' AND finished_at < now() - make_interval(secs => $1))
-                 OR (state IN ('failed', 'cancelled') AND finished_at < now() - make_interval(secs => $2)))
-             ORDER BY finished_at
-             LIMIT $3
-               FOR UPDATE SKIP LOCKED)
-         DELETE FROM genq.jobs j USING doomed d WHERE j.id = d.id",
+    let done = sqlx::query_file!(
+        "src/store/sql/jobs/prune.sql",
+        succeeded_age.as_secs_f64(),
+        other_age.as_secs_f64(),
+        batch
     )
-    .bind(succeeded_age.as_secs_f64())
-    .bind(other_age.as_secs_f64())
-    .bind(batch)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -19,7 +19,7 @@ pub(crate) use text_enum::text_enum;
 
 /// Answers if the database does (`SELECT 1`).
 pub async fn ping(pool: &sqlx::PgPool) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1").execute(pool).await?;
+    sqlx::query!("SELECT 1 AS one").fetch_one(pool).await?;
     Ok(())
 }
 
@@ -29,10 +29,6 @@ pub enum StoreError {
     /// Input the database refused (a CHECK, a bad value): fix the input.
     #[error("{0}")]
     Invalid(String),
-    /// The request clashes with what is stored (an idempotency key reused
-    /// for a different job): the text says what differs.
-    #[error("{0}")]
-    Conflict(String),
     /// The database could not be reached or the statement failed: try again later.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
@@ -56,7 +52,7 @@ impl StoreError {
     /// way every time.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Invalid(_) | StoreError::Conflict(_) => false,
+            StoreError::Invalid(_) => false,
             StoreError::Db(sqlx::Error::Database(db)) => {
                 db.code().is_none_or(|code| transient_sqlstate(&code))
             }

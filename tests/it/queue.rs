@@ -68,7 +68,7 @@ async fn listening_and_looked(db: &TestDb) {
              SELECT coalesce(bool_or(a.query_start > l.at), false)
                FROM pg_stat_activity a, l
               WHERE a.datname = current_database() AND a.state = 'idle'
-                AND a.query LIKE 'WITH picked AS%'",
+                AND a.query LIKE '%WITH picked AS%'",
         )
         .fetch_one(&db.pool)
         .await

@@ -33,7 +33,7 @@ async fn a_provider_error_holding_nul_fails_its_job_cleanly_and_holds_nothing_ba
     )
     .await
     .unwrap()
-    .id;
+    .id();
     insert_jobs(&rig.db.pool, 20, json!({})).await;
     let (worker, stop) = rig.worker(keys(&[("a", "sk-a")]), 8).await;
 

@@ -132,7 +132,7 @@ impl Rig {
         let id = genq::store::jobs::enqueue(&self.db.pool, &job)
             .await
             .unwrap()
-            .id;
+            .id();
         let (worker, stop) = self.worker(keys(&[("a", "sk-a")]), 2).await;
         crate::wait_until(Duration::from_secs(30), "the job to fail", || async {
             crate::count_state(&self.db.pool, "failed").await == 1

@@ -1,0 +1,5 @@
+-- One job by id.
+SELECT id, queue, model, prompt, params, priority, state AS "state: JobState", run_at, attempts,
+       max_attempts, idempotency_key, result, last_error, locked_by, lease_expires_at,
+       expires_at, created_at, updated_at, started_at, finished_at, seq
+  FROM genq.jobs WHERE id = $1
