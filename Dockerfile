@@ -2,6 +2,9 @@
 FROM rust:1.94-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# SQLX_OFFLINE (.cargo) and the checked queries' data (.sqlx): no database at build time.
+COPY .cargo .cargo
+COPY .sqlx .sqlx
 COPY src src
 COPY crates crates
 COPY migrations migrations
