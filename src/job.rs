@@ -57,12 +57,6 @@ impl JobState {
     }
 }
 
-impl std::fmt::Display for JobState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl std::str::FromStr for JobState {
     type Err = InvalidJob;
 
@@ -122,12 +116,6 @@ impl AttemptOutcome {
             AttemptOutcome::Lost => "lost",
             AttemptOutcome::Released => "released",
         }
-    }
-}
-
-impl std::fmt::Display for AttemptOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -1,5 +1,6 @@
 //! What sends one Images API request for [`super::images::ImagesProvider`]:
-//! the real client ([`super::openai::ImagesClient`]) or [`DryRun`], which
+//! the real client ([`super::openai::ImagesClient`], whose impl lives with
+//! it) or [`DryRun`], which
 //! sends nothing. The provider reserves, books, classifies and stores the
 //! same way whichever it holds, so a dry run measures genq's own cost per
 //! job with the limiter included and no provider in the way
@@ -9,7 +10,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::future::Future;
 
-use super::openai::{Delivered, ImagesClient, ProviderResponse};
+use super::openai::{Delivered, ProviderResponse};
 use crate::secret::ApiSecret;
 
 /// One request to the Images API, and what its answer may weigh.
@@ -26,22 +27,6 @@ pub trait ImagesApi: Send + Sync + 'static {
     /// Most bytes a job with `params` holds in memory while its answer is
     /// read and stored (see `footprint`).
     fn peak_bytes(&self, params: &Value) -> u64;
-}
-
-impl ImagesApi for ImagesClient {
-    async fn generate(
-        &self,
-        secret: &ApiSecret,
-        model: &str,
-        prompt: &str,
-        params: &Value,
-    ) -> ProviderResponse {
-        ImagesClient::generate(self, secret, model, prompt, params).await
-    }
-
-    fn peak_bytes(&self, params: &Value) -> u64 {
-        super::footprint::peak_bytes(params)
-    }
 }
 
 /// A client that sends nothing: every request succeeds at once with no

@@ -18,6 +18,7 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::images_api::ImagesApi;
 use crate::bounded::Bounded;
 use crate::secret::ApiSecret;
 
@@ -100,9 +101,11 @@ impl ImagesClient {
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
+}
 
+impl ImagesApi for ImagesClient {
     /// Exactly one `POST {base}/images/generations` with `secret`.
-    pub async fn generate(
+    async fn generate(
         &self,
         secret: &ApiSecret,
         model: &str,
@@ -154,6 +157,10 @@ impl ImagesClient {
             headers: seen.headers,
             result,
         }
+    }
+
+    fn peak_bytes(&self, params: &Value) -> u64 {
+        super::footprint::peak_bytes(params)
     }
 }
 

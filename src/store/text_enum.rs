@@ -4,11 +4,17 @@
 //! through its `FromStr`, so callers branch on variants, never on strings,
 //! and a word the enum does not know is a decode error, not a silent default.
 
-/// Implements `sqlx::Type`, `Encode`, `Decode` and `PgHasArrayType` for an
-/// enum with `fn as_str(self) -> &'static str` and a `FromStr` whose error
-/// is a `std::error::Error`.
+/// Implements `Display`, `sqlx::Type`, `Encode`, `Decode` and
+/// `PgHasArrayType` for an enum with `fn as_str(self) -> &'static str` and
+/// a `FromStr` whose error is a `std::error::Error`.
 macro_rules! text_enum {
     ($ty:ty) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
         impl sqlx::Type<sqlx::Postgres> for $ty {
             fn type_info() -> sqlx::postgres::PgTypeInfo {
                 <str as sqlx::Type<sqlx::Postgres>>::type_info()
