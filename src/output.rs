@@ -45,6 +45,28 @@ pub enum OutputError {
     Empty,
 }
 
+/// Why a stored image cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The key is not `<job id>/<attempt>/<n>.<png|jpeg|webp>`.
+    #[error("not an image key genq wrote")]
+    BadKey,
+    /// The file is not there (pruned, or written on another host's disk).
+    #[error("the image file is not in this output directory")]
+    Gone,
+    #[error("reading the image: {0}")]
+    Read(std::io::Error),
+}
+
+/// The media type of an image written with extension `ext`.
+pub fn content_type(ext: &str) -> &'static str {
+    match ext {
+        "jpeg" | "jpg" => "image/jpeg",
+        "webp" => "image/webp",
+        _ => "image/png",
+    }
+}
+
 /// A directory of job outputs.
 #[derive(Debug, Clone)]
 pub struct OutputStore {
@@ -66,6 +88,39 @@ impl OutputStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Opens the image stored under `key` (a result's `images[n].key`,
+    /// `<job id>/<attempt>/<n>.<ext>`) for reading. A key of any other
+    /// shape is refused, so a stored result can never name a file outside
+    /// this directory.
+    pub async fn open(&self, key: &str) -> Result<(tokio::fs::File, u64), ImageError> {
+        let parts: Vec<&str> = key.split('/').collect();
+        let well_formed = matches!(parts.as_slice(), [job, attempt, file]
+        if Uuid::parse_str(job).is_ok()
+            && attempt.parse::<u32>().is_ok()
+            && file.split_once('.').is_some_and(|(n, ext)| {
+                n.parse::<u32>().is_ok() && ["png", "jpeg", "webp"].contains(&ext)
+            }));
+        if !well_formed {
+            return Err(ImageError::BadKey);
+        }
+        let file = match tokio::fs::File::open(self.root.join(key)).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ImageError::Gone),
+            Err(e) => return Err(ImageError::Read(e)),
+        };
+        let len = file.metadata().await.map_err(ImageError::Read)?.len();
+        Ok((file, len))
+    }
+
+    /// Deletes every image of `job_id` (all its attempts), as retention
+    /// deletes its row. A job with no images is no error.
+    pub async fn remove_job(&self, job_id: Uuid) -> std::io::Result<()> {
+        match tokio::fs::remove_dir_all(self.root.join(job_id.to_string())).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Writes every image of `response` for `attempt` of `job_id`, each at
@@ -120,6 +175,8 @@ impl OutputStore {
             };
             images.push(json!({
                 "path": path.display().to_string(),
+                "key": format!("{job_id}/{attempt}/{index}.{ext}"),
+                "content_type": content_type(&ext),
                 "bytes": bytes,
                 "sha256": sha256,
                 "revised_prompt": revised_prompt,

@@ -167,7 +167,7 @@ fn changed(id: Uuid, verb: &str, change: Change) -> Result<Json<Value>, ApiError
     }
 }
 
-fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| {
         ApiError::bad_request(format!(
             "job id {text:?} is not a UUID; use the id POST /v1/jobs returned, \
@@ -176,6 +176,6 @@ fn parse_id(text: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-fn no_such_job(id: Uuid) -> ApiError {
+pub(super) fn no_such_job(id: Uuid) -> ApiError {
     ApiError::not_found(format!("no job with id {id}; list jobs with GET /v1/jobs"))
 }

@@ -1,7 +1,8 @@
 //! The HTTP API (`genq serve`): submit and inspect jobs over JSON.
 //!
 //! Routes (the README's "Enqueue a job" and "Inspect what failed"): `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`,
-//! `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`, `GET /v1/keys` (all
+//! `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`,
+//! `GET /v1/jobs/{id}/images/{n}`, `GET /v1/keys` (all
 //! behind the bearer token when one is set) and `GET /healthz`, `GET /metrics`,
 //! `GET /openapi.json` (open; `/metrics` needs the token too with
 //! `GENQ_METRICS_REQUIRE_TOKEN` on a listener beyond loopback).
@@ -15,6 +16,7 @@ pub(crate) mod auth;
 pub(crate) mod cursor;
 pub mod error;
 pub(crate) mod health;
+pub(crate) mod images;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod metrics;
@@ -55,6 +57,9 @@ pub struct ApiState {
     pub metrics_need_token: bool,
     /// The database gauges `/metrics` reads, with what they remember between scrapes.
     pub gauges: crate::metrics::DbGauges,
+    /// Where `GET /v1/jobs/{id}/images/{n}` reads images (the workers'
+    /// `GENQ_OUTPUT_DIR`); `None` serves none.
+    pub images: Option<crate::output::OutputStore>,
 }
 
 /// Shows whether a token is set, never the token.
@@ -77,7 +82,14 @@ impl ApiState {
             pool,
             token,
             metrics_need_token: false,
+            images: None,
         }
+    }
+
+    /// Serves the images under `images` (`GET /v1/jobs/{id}/images/{n}`).
+    pub fn with_images(mut self, images: crate::output::OutputStore) -> Self {
+        self.images = Some(images);
+        self
     }
 
     /// `/metrics` needs the bearer token when `needed` (see [`auth::metrics_need_token`]).
@@ -94,6 +106,7 @@ fn authenticated_routes() -> Router<Arc<ApiState>> {
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/jobs/{id}/images/{n}", get(images::show))
         .route("/v1/keys", get(keys::list))
 }
 

@@ -12,6 +12,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}"),
     ("post", "/v1/jobs/{id}/cancel"),
     ("post", "/v1/jobs/{id}/retry"),
+    ("get", "/v1/jobs/{id}/images/{n}"),
     ("get", "/v1/keys"),
     ("get", "/healthz"),
     ("get", "/metrics"),
@@ -101,6 +102,16 @@ pub fn spec() -> Value {
             "/v1/jobs/{id}/retry": { "post": {
                 "summary": "Queue a failed or cancelled job again with fresh attempts", "parameters": [id_param()],
                 "responses": { "200": { "description": "{job}" }, "404": error_response("no such job"), "409": error_response("not failed or cancelled") }
+            } },
+            "/v1/jobs/{id}/images/{n}": { "get": {
+                "summary": "Image n (from 0) of a succeeded job, streamed with its media type",
+                "parameters": [id_param(), { "name": "n", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 0 } }],
+                "responses": {
+                    "200": { "description": "the image", "content": { "image/png": {}, "image/jpeg": {}, "image/webp": {} } },
+                    "404": error_response("no such job or image"),
+                    "409": error_response("the job has not succeeded"),
+                    "410": error_response("the file is not in this server's output directory")
+                }
             } },
             "/v1/keys": { "get": {
                 "summary": "API keys by id: state, cooldown, counters, limits (never secrets)",

@@ -23,7 +23,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.listen,
         worker.api_token.clone(),
         worker.metrics_require_token,
-    )?;
+    )?
+    .with_images(&worker.openai.output_dir);
     let pool = worker_pool(worker).await?;
     let shutdown = on_signal();
     let served = api.start(pool.clone(), shutdown.clone()).await?;

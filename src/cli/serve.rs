@@ -1,6 +1,7 @@
 //! `genq serve`: the HTTP API until SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -9,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use genq::api::{ApiState, check_listen, check_metrics_listen};
+use genq::output::OutputStore;
 
 use super::db::{DbArgs, connect_migrated};
 use super::shutdown::on_signal;
@@ -27,11 +29,15 @@ pub struct ServeArgs {
     /// `/metrics` needs the token too when listening beyond loopback.
     #[arg(long, env = "GENQ_METRICS_REQUIRE_TOKEN", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     pub metrics_require_token: bool,
+    /// The workers' image directory, served at `/v1/jobs/{id}/images/{n}`.
+    #[arg(long, env = "GENQ_OUTPUT_DIR", default_value = "./genq-output")]
+    pub output_dir: std::path::PathBuf,
 }
 
 /// Applies migrations, then serves until SIGTERM/SIGINT.
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let api = Api::check(args.listen, args.api_token, args.metrics_require_token)?;
+    let api = Api::check(args.listen, args.api_token, args.metrics_require_token)?
+        .with_images(&args.output_dir);
     genq::metrics::install();
     let pool = connect_migrated(&args.db.database_url, 16).await?;
     let served = api.start(pool, on_signal()).await?;
@@ -46,6 +52,7 @@ pub struct Api {
     listen: SocketAddr,
     token: Option<String>,
     metrics_need_token: bool,
+    images: Option<OutputStore>,
 }
 
 impl Api {
@@ -66,7 +73,14 @@ impl Api {
             listen,
             token,
             metrics_need_token,
+            images: None,
         })
+    }
+
+    /// Serves the images under `dir` (the workers' `GENQ_OUTPUT_DIR`).
+    pub fn with_images(mut self, dir: &Path) -> Api {
+        self.images = Some(OutputStore::new(dir));
+        self
     }
 
     /// Binds the listener and serves on `pool` until `shutdown` is
@@ -85,7 +99,10 @@ impl Api {
             metrics_auth = self.metrics_need_token,
             "HTTP API listening"
         );
-        let state = ApiState::new(pool, self.token).with_metrics_token(self.metrics_need_token);
+        let mut state = ApiState::new(pool, self.token).with_metrics_token(self.metrics_need_token);
+        if let Some(images) = self.images {
+            state = state.with_images(images);
+        }
         Ok(tokio::spawn(async move {
             genq::api::serve(listener, state, shutdown)
                 .await

@@ -425,7 +425,8 @@ pub async fn failure_reasons(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreE
     Ok(rows.into_iter().map(|r| (r.error, r.jobs)).collect())
 }
 
-/// Deletes up to `batch` finished jobs (and, by cascade, their attempts):
+/// Deletes up to `batch` finished jobs (and, by cascade, their attempts),
+/// returning their ids:
 /// succeeded ones older than `succeeded_age`, failed and cancelled ones older
 /// than `other_age`. Only one caller prunes at a time (a transaction-scoped
 /// advisory lock); the others return `None` at once. Never touches a queued
@@ -435,7 +436,7 @@ pub async fn prune(
     succeeded_age: Duration,
     other_age: Duration,
     batch: i64,
-) -> Result<Option<u64>, StoreError> {
+) -> Result<Option<Vec<Uuid>>, StoreError> {
     let mut tx = pool.begin().await?;
     let elected = sqlx::query_scalar!(
         r#"SELECT pg_try_advisory_xact_lock(hashtext('genq.prune')) AS "elected!""#
@@ -445,14 +446,14 @@ pub async fn prune(
     if !elected {
         return Ok(None);
     }
-    let done = sqlx::query_file!(
+    let done = sqlx::query_file_scalar!(
         "src/store/sql/jobs/prune.sql",
         succeeded_age.as_secs_f64(),
         other_age.as_secs_f64(),
         batch
     )
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(done.rows_affected()))
+    Ok(Some(done))
 }

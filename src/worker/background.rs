@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::output::OutputStore;
+
 use super::WorkerConfig;
 use super::held::Held;
 use crate::store::jobs;
@@ -119,16 +121,29 @@ pub(super) async fn reap(pool: PgPool, cfg: Arc<WorkerConfig>, stop: Cancellatio
 }
 
 /// Deletes finished jobs past their retention, in small batches so no lock
-/// is held for long. Every worker runs this; an advisory lock lets one prune
-/// at a time.
-pub(super) async fn prune(pool: PgPool, retention: super::Retention, stop: CancellationToken) {
+/// is held for long, and their images in `images`. Every worker runs this;
+/// an advisory lock lets one prune at a time.
+pub(super) async fn prune(
+    pool: PgPool,
+    retention: super::Retention,
+    images: Option<OutputStore>,
+    stop: CancellationToken,
+) {
     const BATCH: i64 = 1000;
     while !sleep_or_stop(&stop, retention.every).await {
         let mut pruned = 0;
         loop {
             match jobs::prune(&pool, retention.succeeded, retention.failed, BATCH).await {
-                Ok(Some(n)) => {
+                Ok(Some(ids)) => {
+                    let n = ids.len();
                     pruned += n;
+                    if let Some(images) = &images {
+                        for id in ids {
+                            if let Err(err) = images.remove_job(id).await {
+                                tracing::warn!(error = %err, job_id = %id, "deleting a pruned job's images failed");
+                            }
+                        }
+                    }
                     if (n as i64) < BATCH || stop.is_cancelled() {
                         break;
                     }

@@ -72,6 +72,9 @@ pub struct WorkerConfig {
     /// Most image memory jobs may hold at once ([`Provider::footprint`]);
     /// past it, jobs wait before calling and claims wait.
     pub image_bytes_in_flight: u64,
+    /// Where this worker's images are written: retention deletes a pruned
+    /// job's images there with its row. `None` leaves files alone.
+    pub images: Option<crate::output::OutputStore>,
 }
 
 /// How long finished jobs (and their attempts) are kept before pruning.
@@ -109,6 +112,7 @@ impl Default for WorkerConfig {
             retention: Some(Retention::default()),
             fallback_after: Duration::from_secs(30),
             image_bytes_in_flight: 512 * 1024 * 1024,
+            images: None,
         }
     }
 }
@@ -197,6 +201,7 @@ impl<P: Provider> Worker<P> {
             background.spawn(background::prune(
                 pool.clone(),
                 retention,
+                cfg.images.clone(),
                 background_stop.clone(),
             ));
         }

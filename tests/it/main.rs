@@ -15,6 +15,7 @@ mod demo;
 mod deploy_files;
 mod dry_run;
 mod faults;
+mod images;
 mod key_buckets;
 mod key_operations;
 mod metrics;

@@ -9,3 +9,4 @@ WITH doomed AS (
      LIMIT $3
        FOR UPDATE SKIP LOCKED)
  DELETE FROM genq.jobs j USING doomed d WHERE j.id = d.id
+ RETURNING j.id
