@@ -414,3 +414,96 @@ fn the_sims_key_ids_are_genqs() {
         );
     }
 }
+
+/// An edit through async-openai's own multipart form: three images and a
+/// mask reach the sim, which checks them like the API and records each part.
+#[tokio::test]
+async fn an_edit_with_three_images_and_a_mask_reaches_the_sim_whole() {
+    use async_openai::config::OpenAIConfig;
+    use async_openai::types::images::{
+        CreateImageEditRequestArgs, Image, ImageEditInput, ImageInput, ImageModel, InputFidelity,
+    };
+    let sim = start().await;
+    let client = async_openai::Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(format!("{}/v1", sim.base))
+            .with_api_key(OK_KEY),
+    );
+    let png = |w, h| genq_sim::png::solid(w, h, [200, 40, 40, 255]);
+    let inputs = ImageEditInput::Images(vec![
+        ImageInput::from_vec_u8("hero.png".into(), png(64, 64)),
+        ImageInput::from_vec_u8("pose.png".into(), png(32, 48)),
+        ImageInput::from_vec_u8("palette.png".into(), png(16, 16)),
+    ]);
+    let request = CreateImageEditRequestArgs::default()
+        .model(ImageModel::GptImage1Mini)
+        .prompt("the hero in the pose, in the palette")
+        .image(inputs)
+        .mask(ImageInput::from_vec_u8("mask.png".into(), png(64, 64)))
+        .input_fidelity(InputFidelity::High)
+        .n(2)
+        .build()
+        .expect("request");
+    let images = client.images().edit(request).await.expect("200");
+    assert_eq!(images.data.len(), 2);
+    assert!(matches!(images.data[0].as_ref(), Image::B64Json { .. }));
+
+    let log = sim.sim.log();
+    assert_eq!(log.len(), 1);
+    let seen: Vec<(&str, Option<&str>, Option<&str>, u64)> = log[0]
+        .parts
+        .iter()
+        .map(|p| {
+            (
+                p.field.as_str(),
+                p.file_name.as_deref(),
+                p.format.as_deref(),
+                p.bytes,
+            )
+        })
+        .collect();
+    let len = |w, h| png(w, h).len() as u64;
+    assert_eq!(
+        seen,
+        [
+            ("image[]", Some("hero.png"), Some("png"), len(64, 64)),
+            ("image[]", Some("pose.png"), Some("png"), len(32, 48)),
+            ("image[]", Some("palette.png"), Some("png"), len(16, 16)),
+            ("mask", Some("mask.png"), Some("png"), len(64, 64)),
+        ]
+    );
+    assert_eq!((log[0].status, log[0].n), (200, 2));
+}
+
+/// What the API refuses in an edit's files, the sim refuses too.
+#[tokio::test]
+async fn an_edit_the_api_would_refuse_is_a_400_naming_the_file() {
+    use async_openai::config::OpenAIConfig;
+    use async_openai::types::images::{CreateImageEditRequestArgs, ImageEditInput, ImageInput};
+    let sim = start().await;
+    let client = async_openai::Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(format!("{}/v1", sim.base))
+            .with_api_key(OK_KEY),
+    );
+    let gif = ImageInput::from_vec_u8("anim.gif".into(), b"GIF89a....".to_vec());
+    let request = CreateImageEditRequestArgs::default()
+        .prompt("x")
+        .image(ImageEditInput::Image(gif))
+        .build()
+        .expect("request");
+    match client.images().edit(request).await {
+        Err(async_openai::error::OpenAIError::ApiError(e)) => {
+            assert_eq!(e.status_code, 400);
+            assert!(
+                e.api_error
+                    .message
+                    .contains("'anim.gif': unsupported image format"),
+                "{}",
+                e.api_error.message
+            );
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    assert!(sim.sim.log().is_empty(), "a refused form spends nothing");
+}

@@ -249,6 +249,7 @@ impl Core {
             sent_ns: None,
             retry_deadline_ns: None,
             project,
+            parts: Vec::new(),
         });
         let record = state.log.len() - 1;
         if let Some(announced) = outcome.announced {
@@ -264,6 +265,13 @@ impl Core {
     /// Nanoseconds since the sim was created (its monotonic clock).
     fn now_ns(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Records an edit's file parts on log entry `record`.
+    pub fn attach_parts(&self, record: usize, parts: Vec<crate::edits::InputPart>) {
+        if let Some(entry) = self.lock().log.get_mut(record) {
+            entry.parts = parts;
+        }
     }
 
     /// Notes that the answer to log entry `record` is being sent now, and when its hints

@@ -1,8 +1,9 @@
 //! `genq sim`: a local, OpenAI-compatible simulated Images API provider.
 //!
 //! The real OpenAI endpoint cannot be reached from tests or the demo, so genq runs against
-//! this instead. It speaks `POST /v1/images/generations` (and `/images/generations`, for base
-//! URLs without `/v1`) with OpenAI's request and response shapes, enforces per-key rate
+//! this instead. It speaks `POST /v1/images/generations` and `POST /v1/images/edits` (and
+//! both without `/v1`, for base URLs without it) with OpenAI's request and response shapes
+//! (an edit's multipart form is checked and its parts logged: [`edits`]), enforces per-key rate
 //! limits (GCRA, see [`limits`]) with the retry hints real providers send, and injects the
 //! failures a scheduler must survive: 401, 429 `insufficient_quota`, 429
 //! `rate_limit_exceeded`, content-policy 400s, validation 400s, and 5xx.
@@ -84,6 +85,7 @@
 mod audit;
 mod config;
 mod core;
+pub mod edits;
 mod errors;
 pub mod headers;
 pub mod limits;

@@ -1,4 +1,4 @@
-//! The HTTP face of the simulator: routes, bearer-token extraction, and turning a decided
+//! The HTTP face of the simulator: routes (generations and edits), bearer-token extraction, and turning a decided
 //! [`Outcome`] into a response after the configured delay.
 
 use std::sync::Arc;
@@ -6,13 +6,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
 use super::core::{Core, Outcome};
+use super::edits;
 use super::response::images_response;
 
 /// All routes, sharing `core`.
@@ -20,6 +21,8 @@ pub fn router(core: Arc<Core>) -> Router {
     Router::new()
         .route("/v1/images/generations", post(generate))
         .route("/images/generations", post(generate))
+        .route("/v1/images/edits", post(edit))
+        .route("/images/edits", post(edit))
         .route("/_sim/log", get(log))
         .route("/_sim/stats", get(stats))
         .route("/_sim/arrivals", get(arrivals))
@@ -37,6 +40,22 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 async fn generate(State(core): State<Arc<Core>>, headers: HeaderMap, body: Bytes) -> Response {
     let outcome = core.decide(bearer(&headers), &body);
+    if !outcome.delay.is_zero() {
+        tokio::time::sleep(outcome.delay).await;
+    }
+    core.sent(outcome.record);
+    respond(outcome, core.full_size_images)
+}
+
+/// An edit: its form read and checked, then judged like a generation (the
+/// same keys, limits and errors), with its file parts on the log entry.
+async fn edit(State(core): State<Arc<Core>>, headers: HeaderMap, form: Multipart) -> Response {
+    let (body, parts) = match edits::read(form).await {
+        Ok(read) => read,
+        Err(error) => return (error.status, Json(error.body())).into_response(),
+    };
+    let outcome = core.decide(bearer(&headers), &body);
+    core.attach_parts(outcome.record, parts);
     if !outcome.delay.is_zero() {
         tokio::time::sleep(outcome.delay).await;
     }

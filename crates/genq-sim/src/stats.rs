@@ -46,6 +46,9 @@ pub struct RequestRecord {
     /// The project of the key, if it has one (its requests count against the project).
     #[serde(default)]
     pub project: Option<String>,
+    /// An edit's file parts (images and mask), in the order sent; empty for a generation.
+    #[serde(default)]
+    pub parts: Vec<crate::edits::InputPart>,
 }
 
 /// Counts for one key (or for all keys together).
@@ -227,6 +230,7 @@ mod tests {
             sent_ns: None,
             retry_deadline_ns: None,
             project: None,
+            parts: Vec::new(),
         }
     }
 
