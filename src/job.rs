@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use crate::input::InputRef;
+
 pub use crate::provider::catalog::DEFAULT_MODEL;
 /// The queue used when a producer names none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -73,6 +75,45 @@ impl std::str::FromStr for JobState {
 }
 
 crate::store::text_enum!(JobState);
+
+/// What a job asks of the Images API. Stored as text (the table CHECKs the
+/// same set); `generate` is the column's default, so plain SQL inserts and
+/// rows from before edits existed are generations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// `POST /images/generations`: images from a prompt.
+    #[default]
+    Generate,
+    /// `POST /images/edits`: the job's input images (and mask) changed as
+    /// the prompt says.
+    Edit,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Generate => "generate",
+            Operation::Edit => "edit",
+        }
+    }
+}
+
+impl std::str::FromStr for Operation {
+    type Err = InvalidJob;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "generate" => Ok(Operation::Generate),
+            "edit" => Ok(Operation::Edit),
+            _ => Err(InvalidJob(format!(
+                "unknown operation {s:?}; use \"generate\" or \"edit\""
+            ))),
+        }
+    }
+}
+
+crate::store::text_enum!(Operation);
 
 /// What one execution of a job came to, as `genq.attempts.outcome` records
 /// it. Stored as text (the table CHECKs the same set).
@@ -158,6 +199,15 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// `generate` or `edit`; omitted, an edit when `inputs` are given.
+    #[serde(default)]
+    pub operation: Option<Operation>,
+    /// An edit's input images, in order (at most 16).
+    #[serde(default)]
+    pub inputs: Vec<InputRef>,
+    /// An edit's mask: where it is transparent, the first image is changed.
+    #[serde(default)]
+    pub mask: Option<InputRef>,
 }
 
 impl NewJob {
@@ -174,6 +224,16 @@ impl NewJob {
 
     pub fn queue(&self) -> &str {
         self.queue.as_deref().unwrap_or(DEFAULT_QUEUE)
+    }
+
+    /// The operation given, else an edit when inputs are given, else a generation.
+    pub fn operation(&self) -> Operation {
+        self.operation
+            .unwrap_or(if self.inputs.is_empty() && self.mask.is_none() {
+                Operation::Generate
+            } else {
+                Operation::Edit
+            })
     }
 }
 
@@ -193,7 +253,8 @@ impl NewJob {
     pub fn differences(&self, existing: &Job) -> Vec<&'static str> {
         let mut differs = Vec::new();
         let empty = Value::Object(Default::default());
-        let rows: [(&'static str, bool); 8] = [
+        let rows: [(&'static str, bool); 9] = [
+            ("operation", self.operation() == existing.operation),
             ("queue", self.queue() == existing.queue),
             ("model", self.model() == existing.model),
             ("prompt", self.prompt == existing.prompt),
@@ -237,6 +298,9 @@ pub struct Job {
     pub params: Value,
     pub priority: i32,
     pub state: JobState,
+    pub operation: Operation,
+    /// Queued but not claimable until its input jobs have succeeded.
+    pub awaiting_input: bool,
     pub run_at: DateTime<Utc>,
     pub attempts: i32,
     pub max_attempts: i32,
@@ -294,6 +358,8 @@ mod tests {
             params: serde_json::json!({"size": "1024x1024", "n": 1}),
             priority: 0,
             state: JobState::Queued,
+            operation: Operation::Generate,
+            awaiting_input: false,
             run_at: at,
             attempts,
             max_attempts: DEFAULT_MAX_ATTEMPTS,

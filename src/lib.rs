@@ -55,7 +55,10 @@
 //!
 //! The library, by what each module owns:
 //! - [`job`]: a job as producers describe it ([`NewJob`]) and as the queue
-//!   holds it ([`Job`], [`JobState`], [`Attempt`]).
+//!   holds it ([`Job`], [`JobState`], [`Operation`], [`Attempt`]).
+//! - [`input`]: an edit's input images: where a producer names them
+//!   ([`InputRef`]: an upload, a URL, another job's image), their formats,
+//!   which URLs may be fetched, and reading them when the job runs.
 //! - [`submit()`]: the one way genq's own code enqueues a job;
 //!   [`SubmitError`] is what producers get wrong. The checks themselves
 //!   (fields, then params against the model catalogue) are `validation`'s.
@@ -82,6 +85,7 @@ pub(crate) mod bounded;
 pub(crate) mod cause;
 pub mod db;
 pub mod duration;
+pub mod input;
 pub mod job;
 pub mod keys;
 pub mod metrics;
@@ -95,9 +99,10 @@ pub mod telemetry;
 pub(crate) mod validation;
 pub mod worker;
 
-pub use job::{Attempt, DEFAULT_MODEL, Job, JobState, NewJob};
+pub use input::{InputRef, UrlPolicy};
+pub use job::{Attempt, DEFAULT_MODEL, Job, JobState, NewJob, Operation};
 pub use provider::Provider;
 pub use store::StoreError;
-pub use submit::{Enqueued, SubmitError, submit};
-pub use validation::ParamError;
+pub use submit::{Enqueued, SubmitError, submit, submit_with};
+pub use validation::{InputError, ParamError};
 pub use worker::{Worker, WorkerConfig, WorkerReport};

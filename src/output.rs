@@ -114,6 +114,23 @@ impl OutputStore {
         Ok((file, len))
     }
 
+    /// The bytes of the image stored under `key`, at most `max_bytes`.
+    pub async fn read(&self, key: &str, max_bytes: u64) -> Result<bytes::Bytes, ImageError> {
+        use tokio::io::AsyncReadExt;
+        let (file, len) = self.open(key).await?;
+        if len > max_bytes {
+            return Err(ImageError::Read(std::io::Error::other(format!(
+                "{len} bytes, more than {max_bytes}"
+            ))));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(max_bytes)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(ImageError::Read)?;
+        Ok(bytes.into())
+    }
+
     /// Deletes every image of `job_id` (all its attempts), as retention
     /// deletes its row. A job with no images is no error.
     pub async fn remove_job(&self, job_id: Uuid) -> std::io::Result<()> {

@@ -1,14 +1,15 @@
 //! The one way genq's own code enqueues a job (CLI, HTTP API, library users):
-//! validate (the job's fields, then its params against the model catalogue),
-//! then insert. Plain SQL inserts skip this and rely on the table's CHECKs
+//! validate (the job's fields, its params against the model catalogue, an
+//! edit's inputs and what they name), then insert the job with its inputs. Plain SQL inserts skip this and rely on the table's CHECKs
 //! and on the worker's checks at claim time.
 
 use sqlx::PgPool;
 
+use crate::input::UrlPolicy;
 use crate::job::{InvalidJob, NewJob};
 use crate::store::StoreError;
 use crate::store::jobs::{self, Inserted};
-use crate::validation::{self, ParamError};
+use crate::validation::{self, InputError, ParamError};
 use uuid::Uuid;
 
 pub use crate::store::jobs::Enqueued;
@@ -23,6 +24,10 @@ pub enum SubmitError {
     /// The params do not suit the model (or a fallback model).
     #[error(transparent)]
     Params(#[from] ParamError),
+    /// An edit's inputs do not fit: the operation, their count, a source
+    /// that does not exist, a URL genq will not fetch.
+    #[error(transparent)]
+    Input(#[from] InputError),
     /// The idempotency key was used before for a different job; `fields`
     /// are the ones that differ. Resend the same job to get it back, or use
     /// a new key for a new job.
@@ -48,14 +53,27 @@ pub fn validate(job: &NewJob) -> Result<(), SubmitError> {
     let no_params = serde_json::json!({});
     let params = job.params.as_ref().unwrap_or(&no_params);
     validation::params::validate(job.model(), &job.prompt, params)?;
+    validation::inputs::check(job)?;
     Ok(())
 }
 
 /// Validates `job` and enqueues it. With an idempotency key that was seen
 /// before, returns that job if it is the same one (`created: false`), and
-/// refuses a different one.
+/// refuses a different one. Input URLs must have public hosts unless
+/// `GENQ_ALLOW_PRIVATE_URLS` is set (see [`submit_with`]).
 pub async fn submit(pool: &PgPool, job: &NewJob) -> Result<Enqueued, SubmitError> {
+    submit_with(pool, job, UrlPolicy::from_env()).await
+}
+
+/// [`submit`], with the policy for input URLs given.
+pub async fn submit_with(
+    pool: &PgPool,
+    job: &NewJob,
+    urls: UrlPolicy,
+) -> Result<Enqueued, SubmitError> {
     validate(job)?;
+    let inputs = validation::inputs::check(job)?;
+    validation::inputs::check_sources(pool, &inputs, urls).await??;
     match jobs::enqueue(pool, job).await? {
         Inserted::New(enqueued) => Ok(enqueued),
         Inserted::Existing(existing) => {

@@ -89,6 +89,7 @@ impl From<SubmitError> for ApiError {
         match err {
             SubmitError::Field(err) => err.into(),
             SubmitError::Params(err) => ApiError::bad_request(err.to_string()),
+            SubmitError::Input(err) => ApiError::bad_request(err.to_string()),
             err @ SubmitError::IdempotencyConflict { .. } => ApiError::conflict(err.to_string()),
             SubmitError::Store(err) => err.into(),
         }

@@ -2,7 +2,7 @@
 //!
 //! Routes (the README's "Enqueue a job" and "Inspect what failed"): `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`,
 //! `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`,
-//! `GET /v1/jobs/{id}/images/{n}`, `GET /v1/keys` (all
+//! `GET /v1/jobs/{id}/images/{n}`, `POST /v1/uploads`, `GET /v1/keys` (all
 //! behind the bearer token when one is set) and `GET /healthz`, `GET /metrics`,
 //! `GET /openapi.json` (open; `/metrics` needs the token too with
 //! `GENQ_METRICS_REQUIRE_TOKEN` on a listener beyond loopback).
@@ -21,6 +21,7 @@ pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod metrics;
 pub mod openapi;
+pub mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,10 @@ fn authenticated_routes() -> Router<Arc<ApiState>> {
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/images/{n}", get(images::show))
         .route("/v1/keys", get(keys::list))
+        .route(
+            "/v1/uploads",
+            post(uploads::create).layer(uploads::body_limit()),
+        )
 }
 
 /// The whole API with its limits, auth and error fallbacks.

@@ -14,6 +14,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/jobs/{id}/retry"),
     ("get", "/v1/jobs/{id}/images/{n}"),
     ("get", "/v1/keys"),
+    ("post", "/v1/uploads"),
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
@@ -49,17 +50,31 @@ pub fn spec() -> Value {
                         "prompt": { "type": "string" },
                         "model": { "type": "string", "default": "gpt-image-2" },
                         "queue": { "type": "string", "default": "default" },
-                        "params": { "type": "object", "description": "size, quality, n, background, output_format, output_compression, moderation, fallback_models" },
+                        "params": { "type": "object", "description": "size, quality, n, background, output_format, output_compression, moderation, input_fidelity (edits), fallback_models" },
                         "priority": { "type": "integer", "minimum": 0, "maximum": 1000, "default": 0 },
                         "run_at": { "type": "string", "format": "date-time" },
                         "max_attempts": { "type": "integer", "minimum": 1, "maximum": 100, "default": 5 },
                         "idempotency_key": { "type": "string" },
-                        "expires_at": { "type": "string", "format": "date-time" }
+                        "expires_at": { "type": "string", "format": "date-time" },
+                        "operation": { "enum": ["generate", "edit"], "description": "default: edit when inputs are given, else generate" },
+                        "inputs": { "type": "array", "maxItems": 16, "items": { "$ref": "#/components/schemas/Input" }, "description": "an edit's images, in order" },
+                        "mask": { "$ref": "#/components/schemas/Input" }
+                    }
+                },
+                "Input": {
+                    "type": "object", "additionalProperties": false,
+                    "description": "exactly one of upload, url, from_job (index: which image of that job, default 0)",
+                    "properties": {
+                        "upload": { "type": "string", "format": "uuid" },
+                        "url": { "type": "string", "format": "uri" },
+                        "from_job": { "type": "string", "format": "uuid" },
+                        "index": { "type": "integer", "minimum": 0, "maximum": 9 }
                     }
                 },
                 "Job": { "type": "object", "properties": {
                     "id": { "type": "string", "format": "uuid" }, "state": { "enum": ["queued", "running", "succeeded", "failed", "cancelled"] },
                     "model": { "type": "string" }, "prompt": { "type": "string" }, "params": { "type": "object" },
+                    "operation": { "enum": ["generate", "edit"] }, "awaiting_input": { "type": "boolean", "description": "queued, waiting for an input job to succeed" },
                     "attempts": { "type": "integer" }, "result": { "type": ["object", "null"] }, "last_error": { "type": ["string", "null"] }
                 } }
             }
@@ -116,6 +131,15 @@ pub fn spec() -> Value {
             "/v1/keys": { "get": {
                 "summary": "API keys by id: state, cooldown, counters, limits (never secrets)",
                 "responses": { "200": { "description": "{keys: [...]}" } }
+            } },
+            "/v1/uploads": { "post": {
+                "summary": "Upload one input image for edits (PNG, JPEG or WebP, at most 50 MiB, judged by its bytes)",
+                "requestBody": { "required": true, "content": { "multipart/form-data": { "schema": { "type": "object", "required": ["file"], "properties": { "file": { "type": "string", "format": "binary" } } } } } },
+                "responses": {
+                    "201": { "description": "{id, content_type, bytes, sha256, file_name, created_at}: name the id in a job's inputs or mask" },
+                    "400": error_response("not one PNG, JPEG or WebP file: the message says what it is"),
+                    "413": error_response("larger than 50 MiB")
+                }
             } },
             "/healthz": { "get": { "summary": "Database reachable?", "security": [],
                 "responses": { "200": { "description": "{status: ok}" }, "503": error_response("database unreachable") } } },

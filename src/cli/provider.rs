@@ -57,7 +57,10 @@ pub async fn images_provider<C: ImagesApi>(
         client,
         OutputStore::new(output),
         keyring,
-        ImagesSettings::default(),
+        ImagesSettings {
+            urls: genq::UrlPolicy::from_env(),
+            ..ImagesSettings::default()
+        },
     );
     provider
         .register_keys()

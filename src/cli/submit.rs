@@ -3,6 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use genq::InputRef;
 use genq::job::NewJob;
 
 use super::db::DbArgs;
@@ -35,6 +36,46 @@ pub struct SubmitArgs {
     /// Queue name.
     #[arg(long)]
     pub queue: Option<String>,
+    /// `generate` (the default) or `edit` (the default when inputs are given).
+    #[arg(long, value_parser = ["generate", "edit"])]
+    pub operation: Option<String>,
+    /// An image to edit, in order (repeatable, at most 16): an upload id
+    /// (from POST /v1/uploads), an http(s) URL, or `job:<id>[:<index>]` for
+    /// image <index> (default 0) of another job.
+    #[arg(long = "input", value_name = "REF")]
+    pub inputs: Vec<String>,
+    /// The edit's mask (a PNG), named like an input.
+    #[arg(long, value_name = "REF")]
+    pub mask: Option<String>,
+}
+
+/// An input as the command line names it: an upload id, a URL, or
+/// `job:<id>[:<index>]`.
+fn input_ref(text: &str) -> Result<InputRef> {
+    if let Some(rest) = text.strip_prefix("job:") {
+        let (id, index) = match rest.split_once(':') {
+            Some((id, index)) => (
+                id,
+                index
+                    .parse()
+                    .with_context(|| format!("{text:?}: the image index is not a number"))?,
+            ),
+            None => (rest, 0),
+        };
+        let id = id
+            .parse()
+            .with_context(|| format!("{text:?}: {id:?} is not a job id"))?;
+        return Ok(InputRef::from_job(id, index));
+    }
+    if text.contains("://") {
+        return Ok(InputRef::url(text));
+    }
+    match text.parse() {
+        Ok(id) => Ok(InputRef::upload(id)),
+        Err(_) => {
+            bail!("input {text:?} is not an upload id, an http(s) URL, or job:<id>[:<index>]")
+        }
+    }
 }
 
 /// Validates and enqueues the job, then prints `{id, state, created}`.
@@ -58,6 +99,13 @@ pub async fn run(args: SubmitArgs) -> Result<()> {
         max_attempts: args.max_attempts,
         idempotency_key: args.idempotency_key,
         expires_at: None,
+        operation: args.operation.as_deref().map(str::parse).transpose()?,
+        inputs: args
+            .inputs
+            .iter()
+            .map(|i| input_ref(i))
+            .collect::<Result<_>>()?,
+        mask: args.mask.as_deref().map(input_ref).transpose()?,
     };
     genq::submit::validate(&job)?;
     let pool = genq::db::connect(&args.db.database_url, 2)

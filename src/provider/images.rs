@@ -24,7 +24,9 @@ use super::classify::{self, Verdict};
 use super::images_api::ImagesApi;
 use super::openai::{CallFailure, Delivered, ImagesClient};
 use super::{Call, Capacity, Execution, Outcome, Provider};
-use crate::job::{AttemptOutcome, Job};
+use crate::input::resolve::{self, ResolveError};
+use crate::input::{EditInputs, UrlPolicy};
+use crate::job::{AttemptOutcome, Job, Operation};
 use crate::keys::health::{Answer, HealthSettings};
 use crate::keys::{KeyHealth, Keyring, Slot};
 use crate::output::OutputStore;
@@ -35,6 +37,9 @@ use crate::store::buckets;
 pub struct ImagesSettings {
     /// What answers do to keys: circuit breaker, backoff after a bare 429.
     pub health: HealthSettings,
+    /// Whether edits may fetch input URLs on private addresses
+    /// (`GENQ_ALLOW_PRIVATE_URLS`).
+    pub urls: UrlPolicy,
 }
 
 /// Generates images with the OpenAI Images API (or a compatible server)
@@ -45,6 +50,7 @@ pub struct ImagesProvider<C: ImagesApi = ImagesClient> {
     output: OutputStore,
     keyring: Keyring,
     health: KeyHealth,
+    urls: UrlPolicy,
 }
 
 impl<C: ImagesApi> ImagesProvider<C> {
@@ -60,6 +66,7 @@ impl<C: ImagesApi> ImagesProvider<C> {
             output,
             keyring,
             health: KeyHealth::new(pool.clone(), settings.health),
+            urls: settings.urls,
             pool,
         }
     }
@@ -79,8 +86,26 @@ impl<C: ImagesApi> ImagesProvider<C> {
                 error: err.to_string(),
             });
         }
+        // An edit's images are read before its slot is taken: one that
+        // cannot be read gives its slot back, and no key is charged.
+        let inputs = match job.operation {
+            Operation::Generate => None,
+            Operation::Edit => {
+                match resolve::resolve(&self.pool, &self.output, job.id, self.urls).await {
+                    Ok(inputs) => Some(inputs),
+                    Err(err) => {
+                        self.give_back_slots(&job.model, 1).await;
+                        return Execution::without_call(match err {
+                            ResolveError::Refused(error) => Outcome::Failed { error },
+                            ResolveError::NotReady(reason) => Outcome::Reschedule { reason },
+                            ResolveError::Transient(error) => Outcome::Retry { error },
+                        });
+                    }
+                }
+            }
+        };
         match self.keyring.take(&job.model).await {
-            Some(slot) => self.call(job, &job.model, slot).await,
+            Some(slot) => self.call(job, &job.model, slot, inputs.as_ref()).await,
             // Its slot went stale (the claim took too long): back in line.
             None => Execution::without_call(Outcome::Reschedule {
                 reason: format!("no slot was left for {} when the job ran", job.model),
@@ -94,12 +119,30 @@ impl<C: ImagesApi> ImagesProvider<C> {
         }
     }
 
-    async fn call(&self, job: &Job, model: &str, slot: Slot<'_>) -> Execution {
+    async fn call(
+        &self,
+        job: &Job,
+        model: &str,
+        slot: Slot<'_>,
+        inputs: Option<&EditInputs>,
+    ) -> Execution {
         let key_id = slot.key.id.clone();
         let started_at = Utc::now();
-        let call = self
-            .client
-            .generate(&slot.key.secret, model, &job.prompt, &job.params);
+        let secret = &slot.key.secret;
+        let call = async {
+            match inputs {
+                None => {
+                    self.client
+                        .generate(secret, model, &job.prompt, &job.params)
+                        .await
+                }
+                Some(inputs) => {
+                    self.client
+                        .edit(secret, model, &job.prompt, &job.params, inputs)
+                        .await
+                }
+            }
+        };
         let response = if slot.slow {
             // Book the send as it happens, so the next slot is a full
             // interval after it even if this one went out a little late.

@@ -11,6 +11,7 @@ use serde_json::Value;
 use std::future::Future;
 
 use super::openai::{Delivered, ProviderResponse};
+use crate::input::EditInputs;
 use crate::secret::ApiSecret;
 
 /// One request to the Images API, and what its answer may weigh.
@@ -22,6 +23,17 @@ pub trait ImagesApi: Send + Sync + 'static {
         model: &str,
         prompt: &str,
         params: &Value,
+    ) -> impl Future<Output = ProviderResponse> + Send;
+
+    /// Sends exactly one edit request: `inputs` (images and mask) changed
+    /// as `prompt` says.
+    fn edit(
+        &self,
+        secret: &ApiSecret,
+        model: &str,
+        prompt: &str,
+        params: &Value,
+        inputs: &EditInputs,
     ) -> impl Future<Output = ProviderResponse> + Send;
 
     /// Most bytes a job with `params` holds in memory while its answer is
@@ -41,6 +53,17 @@ impl ImagesApi for DryRun {
             headers: HeaderMap::new(),
             result: Ok(Delivered::NotSent),
         }
+    }
+
+    async fn edit(
+        &self,
+        secret: &ApiSecret,
+        model: &str,
+        prompt: &str,
+        params: &Value,
+        _: &EditInputs,
+    ) -> ProviderResponse {
+        self.generate(secret, model, prompt, params).await
     }
 
     fn peak_bytes(&self, _: &Value) -> u64 {

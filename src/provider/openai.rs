@@ -11,7 +11,10 @@ use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
-use async_openai::types::images::{CreateImageRequest, ImagesResponse};
+use async_openai::types::images::{
+    CreateImageEditRequest, CreateImageRequest, ImageEditInput, ImageInput, ImagesResponse,
+    InputFidelity,
+};
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -20,6 +23,7 @@ use std::time::Duration;
 
 use super::images_api::ImagesApi;
 use crate::bounded::Bounded;
+use crate::input::{EditImage, EditInputs};
 use crate::secret::ApiSecret;
 
 /// Why a call produced no images.
@@ -103,25 +107,14 @@ impl ImagesClient {
     }
 }
 
-impl ImagesApi for ImagesClient {
-    /// Exactly one `POST {base}/images/generations` with `secret`.
-    async fn generate(
-        &self,
-        secret: &ApiSecret,
-        model: &str,
-        prompt: &str,
-        params: &Value,
-    ) -> ProviderResponse {
-        let request = match build_request(model, prompt, params) {
-            Ok(r) => r,
-            Err(e) => {
-                return ProviderResponse {
-                    status: None,
-                    headers: HeaderMap::new(),
-                    result: Err(e),
-                };
-            }
-        };
+impl ImagesClient {
+    /// Sends the one request `call` makes with a client for `secret`, and
+    /// gathers what came back.
+    async fn send<F, Fut>(&self, secret: &ApiSecret, params: &Value, call: F) -> ProviderResponse
+    where
+        F: FnOnce(Client<OpenAIConfig>) -> Fut,
+        Fut: Future<Output = Result<ImagesResponse, OpenAIError>>,
+    {
         let config = OpenAIConfig::new()
             // Not OPENAI_ORG_ID / OPENAI_PROJECT_ID from the environment: keys of
             // different accounts must not be sent with one account's headers.
@@ -137,11 +130,7 @@ impl ImagesApi for ImagesClient {
             limit: super::footprint::max_answer_bytes(params),
             ..Seen::default()
         }));
-        let outcome = SEEN
-            .scope(seen.clone(), async move {
-                client.images().generate(request).await
-            })
-            .await;
+        let outcome = SEEN.scope(seen.clone(), call(client)).await;
         let seen = std::mem::take(&mut *seen.lock().expect("seen lock"));
         let result = match outcome {
             Ok(images) => Ok(Delivered::Images(images)),
@@ -156,6 +145,56 @@ impl ImagesApi for ImagesClient {
             status: seen.status,
             headers: seen.headers,
             result,
+        }
+    }
+}
+
+/// An answer for a request that could not be built (nothing was sent).
+fn unsent(failure: CallFailure) -> ProviderResponse {
+    ProviderResponse {
+        status: None,
+        headers: HeaderMap::new(),
+        result: Err(failure),
+    }
+}
+
+impl ImagesApi for ImagesClient {
+    /// Exactly one `POST {base}/images/generations` with `secret`.
+    async fn generate(
+        &self,
+        secret: &ApiSecret,
+        model: &str,
+        prompt: &str,
+        params: &Value,
+    ) -> ProviderResponse {
+        match build_request(model, prompt, params) {
+            Ok(request) => {
+                self.send(secret, params, |client| async move {
+                    client.images().generate(request).await
+                })
+                .await
+            }
+            Err(e) => unsent(e),
+        }
+    }
+
+    /// Exactly one multipart `POST {base}/images/edits` with `secret`.
+    async fn edit(
+        &self,
+        secret: &ApiSecret,
+        model: &str,
+        prompt: &str,
+        params: &Value,
+        inputs: &EditInputs,
+    ) -> ProviderResponse {
+        match build_edit_request(model, prompt, params, inputs) {
+            Ok(request) => {
+                self.send(secret, params, |client| async move {
+                    client.images().edit(request).await
+                })
+                .await
+            }
+            Err(e) => unsent(e),
         }
     }
 
@@ -189,6 +228,56 @@ fn build_request(
         CallFailure::Other(format!(
             "params not accepted by the Images API request: {e}"
         ))
+    })
+}
+
+/// The multipart edit request: genq's params (those an edit takes) with the
+/// input images and mask as files.
+fn build_edit_request(
+    model: &str,
+    prompt: &str,
+    params: &Value,
+    inputs: &EditInputs,
+) -> Result<CreateImageEditRequest, CallFailure> {
+    let mut common = params.clone();
+    let fidelity = match common
+        .as_object_mut()
+        .and_then(|p| p.remove("input_fidelity"))
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(serde_json::from_value::<InputFidelity>(v).map_err(|e| {
+            CallFailure::Other(format!(
+                "input_fidelity not accepted by the edit request: {e}"
+            ))
+        })?),
+    };
+    let base = build_request(model, prompt, &common)?;
+    let file =
+        |image: &EditImage| ImageInput::from_bytes(image.file_name.clone(), image.bytes.clone());
+    let mut images: Vec<ImageInput> = inputs.images.iter().map(file).collect();
+    let image = match images.len() {
+        0 => {
+            return Err(CallFailure::Other(
+                "an edit needs at least one input image".into(),
+            ));
+        }
+        1 => ImageEditInput::Image(images.remove(0)),
+        _ => ImageEditInput::Images(images),
+    };
+    Ok(CreateImageEditRequest {
+        image,
+        prompt: base.prompt,
+        mask: inputs.mask.as_ref().map(file),
+        background: base.background,
+        model: base.model,
+        n: base.n,
+        size: base.size,
+        output_format: base.output_format,
+        output_compression: base.output_compression,
+        input_fidelity: fidelity,
+        quality: base.quality,
+        safety_identifier: base.safety_identifier,
+        ..CreateImageEditRequest::default()
     })
 }
 

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::job::{Job, JobState};
+use crate::job::{Job, JobState, Operation};
 
 /// Which jobs [`list`] returns.
 #[derive(Debug, Clone, PartialEq)]

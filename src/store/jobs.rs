@@ -11,7 +11,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{StoreError, storable};
-use crate::job::{Attempt, AttemptOutcome, Job, JobState, NewJob};
+use crate::job::{Attempt, AttemptOutcome, Job, JobState, NewJob, Operation};
 use crate::provider::Call;
 
 /// What [`enqueue`] did.
@@ -47,6 +47,9 @@ impl Inserted {
 /// The caller validates first ([`crate::submit::validate`]); the table's
 /// CHECKs are the backstop.
 pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Inserted, StoreError> {
+    let inputs = crate::input::rows(&job.inputs, job.mask.as_ref())
+        .map_err(|(label, why)| StoreError::Invalid(format!("{label} {why}")))?;
+    let mut tx = pool.begin().await?;
     let inserted = sqlx::query_file!(
         "src/store/sql/jobs/enqueue.sql",
         job.queue(),
@@ -58,10 +61,17 @@ pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Inserted, StoreError
         job.max_attempts,
         job.idempotency_key.as_deref(),
         job.expires_at,
+        job.operation().as_str(),
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(StoreError::classify)?;
+    // The inputs go in with the job, so no worker sees an edit without them
+    // (the NOTIFY that wakes workers is sent at commit).
+    if let Some(row) = &inserted {
+        super::inputs::insert(&mut *tx, row.id, &inputs).await?;
+    }
+    tx.commit().await?;
     if let Some(row) = inserted {
         return Ok(Inserted::New(Enqueued {
             id: row.id,

@@ -3,11 +3,13 @@
 //! - [`jobs`]: enqueue, claim, heartbeat, complete, reap, release, inspect.
 //! - [`inspect`]: list, cancel, retry, queue statistics (for the CLI and HTTP API).
 //! - [`keys`]: API key health, cooldowns, enable/disable/reset, listing.
+//! - [`inputs`]: an edit's input images and mask; uploaded images.
 //! - [`buckets`]: the shared GCRA buckets per (account or key, model).
 //! - [`migrate`]: the embedded migrations.
 //! - `storable`: outside text and JSON made storable (no NUL, bounded).
 
 pub mod buckets;
+pub mod inputs;
 pub mod inspect;
 pub mod jobs;
 pub mod keys;
@@ -39,7 +41,9 @@ impl StoreError {
     /// database's own message (it names the constraint), keeping the rest.
     pub(crate) fn classify(err: sqlx::Error) -> StoreError {
         if let sqlx::Error::Database(db) = &err
-            && (db.is_check_violation() || db.code().as_deref() == Some("22P02"))
+            && (db.is_check_violation()
+                || db.is_foreign_key_violation()
+                || db.code().as_deref() == Some("22P02"))
         {
             return StoreError::Invalid(db.message().to_string());
         }

@@ -5,6 +5,7 @@
 //! at claim time.
 //!
 //! - [`fields`]: the fields every job has (prompt, model, queue, priority…).
+//! - [`inputs`]: an edit's input images and mask (count, sources, URLs).
 //! - [`params`]: a job's model and params against the catalogue
 //!   (`provider::catalog`), fallback models included.
 //! - `model_params`: the strict check of a known model's params.
@@ -13,8 +14,10 @@
 //! The dependencies run one way: `params` → `model_params` → `param_error`.
 
 pub mod fields;
+pub mod inputs;
 mod model_params;
 pub mod param_error;
 pub mod params;
 
+pub use inputs::InputError;
 pub use param_error::ParamError;

@@ -17,6 +17,7 @@ pub const ACCEPTED_KEYS: &[&str] = &[
     "output_format",
     "output_compression",
     "moderation",
+    "input_fidelity",
     "safety_identifier",
     "user",
     "fallback_models",
@@ -91,6 +92,9 @@ pub(super) fn check_known(
     }
     if let Some(v) = get("moderation") {
         one_of("moderation", v, &["low", "auto"], model)?;
+    }
+    if let Some(v) = get("input_fidelity") {
+        one_of("input_fidelity", v, &["low", "high"], model)?;
     }
     if let Some(v) = get("background") {
         one_of("background", v, &["transparent", "opaque", "auto"], model)?;

@@ -122,7 +122,7 @@ mod tests {
             ("gpt-image-2", json!({"n": 11}), "n 11 is not supported by gpt-image-2; use an integer from 1 to 10"),
             ("my-model", json!({"n": 0}), "n 0 is not supported by my-model; use an integer from 1 to 10"),
             ("gpt-image-2", json!({"n": "2"}), "n \"2\" is not supported"),
-            ("gpt-image-2", json!({"sise": "1024x1024"}), "unknown parameter \"sise\" for gpt-image-2; accepted: n, size, quality, background, output_format, output_compression, moderation, safety_identifier, user, fallback_models"),
+            ("gpt-image-2", json!({"sise": "1024x1024"}), "unknown parameter \"sise\" for gpt-image-2; accepted: n, size, quality, background, output_format, output_compression, moderation, input_fidelity, safety_identifier, user, fallback_models"),
             ("dall-e-3", json!({}), "model \"dall-e-3\" is retired: DALL·E models are retired; use gpt-image-2 (the default) instead"),
             ("gpt-image-1", json!({}), "use gpt-image-2.5-sunburst or gpt-image-2.5-flare instead"),
             ("gpt-image-2", json!({"fallback_models": ["dall-e-2"]}), "model \"dall-e-2\" is retired"),

@@ -121,7 +121,7 @@ pub(super) async fn reap(pool: PgPool, cfg: Arc<WorkerConfig>, stop: Cancellatio
 }
 
 /// Deletes finished jobs past their retention, in small batches so no lock
-/// is held for long, and their images in `images`. Every worker runs this;
+/// is held for long, their images in `images`, and the uploads no job names. Every worker runs this;
 /// an advisory lock lets one prune at a time.
 pub(super) async fn prune(
     pool: PgPool,
@@ -157,6 +157,13 @@ pub(super) async fn prune(
         }
         if pruned > 0 {
             tracing::info!(jobs = pruned, "pruned finished jobs past their retention");
+        }
+        // Uploads go with the last job that named them (or, never named,
+        // once as old as a succeeded job's retention).
+        match crate::store::inputs::prune_uploads(&pool, retention.succeeded, BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "pruned uploads no job names"),
+            Err(err) => tracing::warn!(error = %err, "pruning uploads failed"),
         }
     }
 }

@@ -75,6 +75,8 @@ mod tests {
             params: json!({}),
             priority: 0,
             state: JobState::Running,
+            operation: crate::job::Operation::Generate,
+            awaiting_input: false,
             run_at: now,
             attempts,
             max_attempts,

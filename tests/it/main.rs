@@ -14,6 +14,7 @@ mod clock;
 mod demo;
 mod deploy_files;
 mod dry_run;
+mod edits;
 // The longest test (about 75 s): libtest starts tests in name order, so its
 // module's name lets it start among the first and run beside the rest.
 mod endurance;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use genq::UrlPolicy;
 use genq::keys::ApiKey;
 use genq::keys::Keyring;
 use genq::output::OutputStore;
@@ -21,6 +22,9 @@ pub struct Rig {
     pub sim: Sim,
     pub base_url: String,
     pub output: std::path::PathBuf,
+    /// Which input URLs the rig's workers fetch: private addresses too by
+    /// default, since tests serve their images on loopback.
+    pub urls: UrlPolicy,
     stop_sim: CancellationToken,
 }
 
@@ -44,6 +48,7 @@ impl Rig {
             sim,
             base_url,
             output,
+            urls: UrlPolicy::ALLOW_PRIVATE,
             stop_sim,
         }
     }
@@ -74,6 +79,7 @@ impl Rig {
                 },
                 ..Default::default()
             },
+            urls: self.urls,
         };
         ImagesProvider::new(
             self.db.pool.clone(),

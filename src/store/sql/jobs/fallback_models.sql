@@ -2,7 +2,7 @@
 -- most urgent first.
 SELECT f.model AS "model!" FROM (
     SELECT params->'fallback_models' AS models FROM genq.jobs
-     WHERE state = 'queued' AND queue = $1 AND model = $2 AND run_at <= now()
+     WHERE state = 'queued' AND NOT awaiting_input AND queue = $1 AND model = $2 AND run_at <= now()
        AND params ? 'fallback_models'
      ORDER BY priority DESC, run_at, seq
      LIMIT 16) j
