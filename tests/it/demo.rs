@@ -1,6 +1,7 @@
 //! `genq demo` end to end with a smaller job count: every job ends, the
 //! deliberately bad ones fail with clear reasons, the bad keys are disabled,
-//! real PNGs are on disk, and no key went over its limit.
+//! real PNGs are on disk, no key went over its limit, and the generate →
+//! edit pipeline ran with its images where the summary says.
 
 use genq_testkit::TestDb;
 use genq_testkit::process::{genq, scratch_dir};
@@ -15,6 +16,19 @@ struct DemoSummary {
     over_limit: Vec<(String, u64)>,
     disabled_keys: Vec<(String, String)>,
     png_files: usize,
+    pipeline: Option<Pipeline>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Pipeline {
+    generate: Step,
+    edit: Step,
+}
+
+#[derive(Debug, Deserialize)]
+struct Step {
+    state: String,
+    images: Vec<String>,
 }
 
 #[tokio::test]
@@ -85,5 +99,13 @@ async fn the_demo_finishes_with_images_and_a_summary() {
         .path();
     let png = std::fs::read(attempt_dir.join("0.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    // The generate → edit pipeline ran, and the summary says where its images are.
+    let pipeline = summary.pipeline.expect("a pipeline among 30 jobs");
+    for step in [&pipeline.generate, &pipeline.edit] {
+        assert_eq!(step.state, "succeeded", "{pipeline:?}");
+        assert_eq!(step.images.len(), 1, "{pipeline:?}");
+        let image = std::fs::read(&step.images[0]).unwrap();
+        assert!(image.starts_with(b"\x89PNG\r\n\x1a\n"));
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

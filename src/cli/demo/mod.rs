@@ -109,7 +109,26 @@ pub struct DemoSummary {
     pub over_limit: Vec<(String, u64)>,
     pub disabled_keys: Vec<(String, String)>,
     pub png_files: usize,
+    /// The generate → edit pipeline, and where its images are.
+    pub pipeline: Option<PipelineSummary>,
     pub elapsed: Duration,
+}
+
+/// One job of the demo's pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineStep {
+    pub id: uuid::Uuid,
+    pub state: genq::JobState,
+    /// Where each of its images is (a file path, or an object URL).
+    pub images: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+/// The demo's generate → edit pipeline as it ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineSummary {
+    pub generate: PipelineStep,
+    pub edit: PipelineStep,
 }
 
 /// Runs the demo to the end and prints its summary.
@@ -154,7 +173,7 @@ async fn run_demo(options: DemoOptions) -> Result<DemoSummary> {
     while let Some(r) = workers.join_next().await {
         reports.push(r.unwrap_or_else(|_| WorkerReport::default()));
     }
-    let summary = report::summarize(&env, started.elapsed()).await?;
+    let summary = report::summarize(&env, enqueued.pipeline, started.elapsed()).await?;
     if options.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -1,13 +1,13 @@
 //! What the demo shows: a live progress bar with a key table, and the summary.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::DemoSummary;
-use super::setup::Environment;
+use super::setup::{Environment, Pipeline};
+use super::{DemoSummary, PipelineStep, PipelineSummary};
 use genq::job::JobState;
 use genq::store::jobs;
 use genq::store::keys::KeyStatus;
@@ -59,7 +59,11 @@ pub(super) async fn watch(
     Ok(())
 }
 
-pub(super) async fn summarize(env: &Environment, elapsed: Duration) -> Result<DemoSummary> {
+pub(super) async fn summarize(
+    env: &Environment,
+    pipeline: Option<Pipeline>,
+    elapsed: Duration,
+) -> Result<DemoSummary> {
     let counts = jobs::count_by_state(&env.pool).await?;
     let count = |s: JobState| in_state(&counts, s);
     let stats = env.sim.stats();
@@ -87,7 +91,39 @@ pub(super) async fn summarize(env: &Environment, elapsed: Duration) -> Result<De
             .map(|k| (k.id.clone(), k.disabled_reason.clone().unwrap_or_default()))
             .collect(),
         png_files: count_pngs(&env.output_dir),
+        pipeline: match pipeline {
+            Some(p) => Some(PipelineSummary {
+                generate: step(&env.pool, p.generate).await?,
+                edit: step(&env.pool, p.edit).await?,
+            }),
+            None => None,
+        },
         elapsed,
+    })
+}
+
+/// One pipeline job as it ended: its state and where its images are.
+async fn step(pool: &PgPool, id: uuid::Uuid) -> Result<PipelineStep> {
+    let job = genq::store::jobs::get(pool, id)
+        .await?
+        .with_context(|| format!("pipeline job {id} is gone"))?;
+    let images = job
+        .result
+        .as_ref()
+        .and_then(|r| r["images"].as_array())
+        .map(|images| {
+            images
+                .iter()
+                .filter_map(|i| i.get("location").or(i.get("path"))?.as_str())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(PipelineStep {
+        id,
+        state: job.state,
+        images,
+        last_error: job.last_error,
     })
 }
 
@@ -144,6 +180,18 @@ pub(super) fn render(s: &DemoSummary, output: &Path, keys: &[KeyStatus]) -> Stri
     }
     for (id, reason) in &s.disabled_keys {
         out.push_str(&format!("key disabled: {id}: {reason}\n"));
+    }
+    if let Some(p) = &s.pipeline {
+        out.push_str(
+            "pipeline (generate → edit, submitted at once; the edit waited for its input):\n",
+        );
+        for (name, step) in [("generate", &p.generate), ("edit", &p.edit)] {
+            out.push_str(&format!("  {name:<8} {} {}", step.id, step.state));
+            match (&step.last_error, step.images.as_slice()) {
+                (Some(error), _) => out.push_str(&format!(": {error}\n")),
+                (None, images) => out.push_str(&format!(" → {}\n", images.join(", "))),
+            }
+        }
     }
     out.push('\n');
     out.push_str(&crate::cli::keys::table(keys));

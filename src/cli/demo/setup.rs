@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::DemoOptions;
 use genq::job::NewJob;
@@ -168,11 +169,20 @@ pub(super) struct Enqueued {
     pub http: usize,
     pub library: usize,
     pub sql: usize,
+    /// The generate → edit pipeline's two jobs, sent over HTTP.
+    pub pipeline: Option<Pipeline>,
+}
+
+/// A generation and an edit of its image (with an uploaded palette).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pipeline {
+    pub generate: Uuid,
+    pub edit: Uuid,
 }
 
 impl Enqueued {
     pub fn total(&self) -> usize {
-        self.http + self.library + self.sql
+        self.http + self.library + self.sql + if self.pipeline.is_some() { 2 } else { 0 }
     }
 }
 
@@ -205,10 +215,17 @@ fn prompt(i: usize) -> String {
 /// the library, a third with plain SQL; a few are meant to fail.
 pub(super) async fn enqueue(env: &Environment, n: usize) -> Result<Enqueued> {
     let mut done = Enqueued::default();
+    let client = reqwest::Client::new();
+    // Two of the jobs (when there are enough) are a small pipeline.
+    let n = if n >= 10 {
+        done.pipeline = Some(pipeline(env, &client).await?);
+        n - 2
+    } else {
+        n
+    };
     let bad = (n / 50).max(1);
     let sql_count = n / 3;
     let http_count = (n - sql_count) / 2;
-    let client = reqwest::Client::new();
     for i in 0..n - sql_count {
         let prompt = if i < bad {
             format!("{} FORBIDDEN", prompt(i))
@@ -252,4 +269,66 @@ pub(super) async fn enqueue(env: &Environment, n: usize) -> Result<Enqueued> {
     let inserted = genq::store::jobs::insert_plain(&env.pool, &prompts, &params).await?;
     done.sql += inserted as usize;
     Ok(done)
+}
+
+/// Submits a generate → edit pipeline at once over HTTP: a knight, then the
+/// same knight recoloured with an uploaded palette. The edit waits until
+/// the generation has succeeded, then sends its image and the palette.
+async fn pipeline(env: &Environment, client: &reqwest::Client) -> Result<Pipeline> {
+    let palette = genq_sim::png::solid(64, 64, [40, 90, 200, 255]);
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(palette).file_name("palette.png"),
+    );
+    let upload: serde_json::Value = accepted(
+        client
+            .post(format!("{}/v1/uploads", env.api_url))
+            .multipart(form)
+            .send()
+            .await?,
+        "POST /v1/uploads",
+    )
+    .await?;
+    let post = |body: serde_json::Value| {
+        client
+            .post(format!("{}/v1/jobs", env.api_url))
+            .json(&body)
+            .send()
+    };
+    let generate = accepted(
+        post(serde_json::json!({
+            "prompt": "a knight, pixel-art sprite, front view",
+            "params": {"size": "1024x1024", "quality": "low"},
+        }))
+        .await?,
+        "POST /v1/jobs",
+    )
+    .await?;
+    let generate: Uuid = serde_json::from_value(generate["id"].clone())?;
+    let edit = accepted(
+        post(serde_json::json!({
+            "operation": "edit",
+            "prompt": "the same knight in the colours of the second image",
+            "inputs": [{"from_job": generate, "index": 0}, {"upload": upload["id"]}],
+            "params": {"size": "1024x1024", "quality": "low", "input_fidelity": "high"},
+        }))
+        .await?,
+        "POST /v1/jobs",
+    )
+    .await?;
+    Ok(Pipeline {
+        generate,
+        edit: serde_json::from_value(edit["id"].clone())?,
+    })
+}
+
+/// The JSON of a successful answer, or an error with its text.
+async fn accepted(resp: reqwest::Response, what: &str) -> Result<serde_json::Value> {
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "{what} answered {}: {}",
+        resp.status(),
+        resp.text().await?
+    );
+    Ok(resp.json().await?)
 }
