@@ -59,10 +59,10 @@ pub fn validate(job: &NewJob) -> Result<(), SubmitError> {
 
 /// Validates `job` and enqueues it. With an idempotency key that was seen
 /// before, returns that job if it is the same one (`created: false`), and
-/// refuses a different one. Input URLs must have public hosts unless
-/// `GENQ_ALLOW_PRIVATE_URLS` is set (see [`submit_with`]).
+/// refuses a different one. Input URLs must have public hosts
+/// ([`submit_with`] may allow private ones).
 pub async fn submit(pool: &PgPool, job: &NewJob) -> Result<Enqueued, SubmitError> {
-    submit_with(pool, job, UrlPolicy::from_env()).await
+    submit_with(pool, job, UrlPolicy::default()).await
 }
 
 /// [`submit`], with the policy for input URLs given.
@@ -77,7 +77,10 @@ pub async fn submit_with(
     match jobs::enqueue(pool, job).await? {
         Inserted::New(enqueued) => Ok(enqueued),
         Inserted::Existing(existing) => {
-            let fields = job.differences(&existing);
+            let mut fields = job.differences(&existing);
+            if crate::store::inputs::for_job(pool, existing.id).await? != inputs {
+                fields.push("inputs");
+            }
             if !fields.is_empty() {
                 return Err(SubmitError::IdempotencyConflict {
                     key: job.idempotency_key.clone().unwrap_or_default(),

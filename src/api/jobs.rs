@@ -15,7 +15,6 @@ use super::ApiState;
 use super::error::{ApiError, ApiJson};
 use crate::job::{JobState, NewJob};
 use crate::store::inspect::{self, Change, ListFilter};
-use crate::store::jobs as store_jobs;
 
 /// Jobs listed when `limit` is not given.
 pub const DEFAULT_LIST_LIMIT: i64 = 50;
@@ -29,7 +28,7 @@ pub async fn submit(
     State(state): State<Arc<ApiState>>,
     ApiJson(job): ApiJson<NewJob>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let enqueued = crate::submit::submit(&state.pool, &job).await?;
+    let enqueued = crate::submit::submit_with(&state.pool, &job, state.urls).await?;
     let status = if enqueued.created {
         StatusCode::CREATED
     } else {
@@ -124,19 +123,10 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let job = store_jobs::get(&state.pool, id)
+    let detail = inspect::detail(&state.pool, id)
         .await?
         .ok_or_else(|| no_such_job(id))?;
-    let attempts = store_jobs::attempts(&state.pool, id).await?;
-    let waiting = match job.state {
-        crate::job::JobState::Queued => {
-            crate::store::keys::waiting_reason(&state.pool, &job.model).await?
-        }
-        _ => None,
-    };
-    Ok(Json(
-        json!({ "job": job, "attempts": attempts, "waiting": waiting }),
-    ))
+    Ok(Json(json!(detail)))
 }
 
 /// `POST /v1/jobs/{id}/cancel`: 200 `{"job": ...}`; 409 unless the job is queued.

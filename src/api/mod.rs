@@ -61,6 +61,8 @@ pub struct ApiState {
     /// Where `GET /v1/jobs/{id}/images/{n}` reads images (the workers'
     /// `GENQ_OUTPUT_DIR`); `None` serves none.
     pub images: Option<crate::output::OutputStore>,
+    /// Which input URLs `POST /v1/jobs` accepts (`GENQ_ALLOW_PRIVATE_URLS`).
+    pub urls: crate::input::UrlPolicy,
 }
 
 /// Shows whether a token is set, never the token.
@@ -84,12 +86,19 @@ impl ApiState {
             token,
             metrics_need_token: false,
             images: None,
+            urls: crate::input::UrlPolicy::default(),
         }
     }
 
     /// Serves the images under `images` (`GET /v1/jobs/{id}/images/{n}`).
     pub fn with_images(mut self, images: crate::output::OutputStore) -> Self {
         self.images = Some(images);
+        self
+    }
+
+    /// Accepts input URLs by `urls` (private addresses only if it allows them).
+    pub fn with_urls(mut self, urls: crate::input::UrlPolicy) -> Self {
+        self.urls = urls;
         self
     }
 

@@ -7,7 +7,6 @@ use uuid::Uuid;
 
 use genq::job::{Attempt, Job, JobState};
 use genq::store::inspect::{self, Change, ListFilter};
-use genq::store::jobs;
 
 use super::db::DbArgs;
 use super::table::{clip, render};
@@ -152,20 +151,18 @@ fn list_row(job: &Job) -> Vec<String> {
 
 async fn show(args: ShowArgs) -> Result<()> {
     let pool = super::db::connect(&args.db.database_url, 1).await?;
-    let Some(job) = jobs::get(&pool, args.id).await? else {
+    let Some(detail) = genq::store::inspect::detail(&pool, args.id).await? else {
         bail!("no job with id {}; see `genq jobs list`", args.id);
     };
-    let attempts = jobs::attempts(&pool, args.id).await?;
-    let waiting = match job.state {
-        genq::job::JobState::Queued => genq::store::keys::waiting_reason(&pool, &job.model).await?,
-        _ => None,
-    };
     if args.json {
-        let doc = serde_json::json!({ "job": job, "attempts": attempts, "waiting": waiting });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(&detail)?);
         return Ok(());
     }
-    print!("{}", describe(&job));
+    let (job, attempts, waiting) = (&detail.job, &detail.attempts, &detail.waiting);
+    print!("{}", describe(job));
+    for input in &detail.inputs {
+        println!("input: {input}");
+    }
     if let Some(waiting) = waiting {
         println!("{waiting}");
     }
@@ -195,6 +192,7 @@ fn describe(job: &Job) -> String {
         ("state", job.state.to_string()),
         ("queue", job.queue.clone()),
         ("model", job.model.clone()),
+        ("operation", job.operation.to_string()),
         ("priority", job.priority.to_string()),
         ("attempts", format!("{}/{}", job.attempts, job.max_attempts)),
         ("run_at", time(job.run_at)),

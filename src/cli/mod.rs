@@ -6,7 +6,7 @@
 //!   [`jobs`], [`keys`], [`sim`], [`demo`];
 //! - shared: [`db`] (the database flag and connections), [`provider`] (the
 //!   one place an `ImagesProvider` is wired), [`shutdown`] (SIGTERM/SIGINT),
-//!   [`table`] (aligned columns).
+//!   [`table`] (aligned columns), [`urls`] (which input URLs may be fetched).
 
 pub mod db;
 pub mod demo;
@@ -20,4 +20,5 @@ pub mod shutdown;
 pub mod sim;
 pub mod submit;
 pub mod table;
+pub mod urls;
 pub mod worker;

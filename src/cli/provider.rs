@@ -21,6 +21,8 @@ pub struct OpenAiArgs {
         default_value = "https://api.openai.com/v1"
     )]
     pub openai_base_url: String,
+    #[command(flatten)]
+    pub urls: super::urls::UrlArgs,
     /// Where images are written: <dir>/<job id>/<attempt>/<n>.<ext>.
     #[arg(long, env = "GENQ_OUTPUT_DIR", default_value = "./genq-output")]
     pub output_dir: std::path::PathBuf,
@@ -45,12 +47,14 @@ pub struct OpenAiArgs {
 }
 
 /// An `ImagesProvider` over `client` (the real one or `DryRun`), writing
-/// images under `output`, its keys registered in the database.
+/// images under `output` and fetching input URLs by `urls`, its keys
+/// registered in the database.
 pub async fn images_provider<C: ImagesApi>(
     pool: &PgPool,
     client: C,
     output: &Path,
     keyring: Keyring,
+    urls: genq::UrlPolicy,
 ) -> Result<ImagesProvider<C>> {
     let provider = ImagesProvider::new(
         pool.clone(),
@@ -58,7 +62,7 @@ pub async fn images_provider<C: ImagesApi>(
         OutputStore::new(output),
         keyring,
         ImagesSettings {
-            urls: genq::UrlPolicy::from_env(),
+            urls,
             ..ImagesSettings::default()
         },
     );
@@ -86,7 +90,7 @@ pub async fn from_env<C: ImagesApi>(
     }
     tracing::info!(keys = ?keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), base_url = %args.openai_base_url, "provider ready");
     let keyring = Keyring::new(keys, args.default_rpm).with_retest(args.key_retest);
-    images_provider(pool, client, &args.output_dir, keyring).await
+    images_provider(pool, client, &args.output_dir, keyring, args.urls.policy()).await
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {

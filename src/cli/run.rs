@@ -24,7 +24,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         worker.api_token.clone(),
         worker.metrics_require_token,
     )?
-    .with_images(&worker.openai.output_dir);
+    .with_images(&worker.openai.output_dir)
+    .with_urls(worker.openai.urls.policy());
     let pool = worker_pool(worker).await?;
     let shutdown = on_signal();
     let served = api.start(pool.clone(), shutdown.clone()).await?;

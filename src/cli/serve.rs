@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use genq::UrlPolicy;
 use genq::api::{ApiState, check_listen, check_metrics_listen};
 use genq::output::OutputStore;
 
@@ -32,12 +33,15 @@ pub struct ServeArgs {
     /// The workers' image directory, served at `/v1/jobs/{id}/images/{n}`.
     #[arg(long, env = "GENQ_OUTPUT_DIR", default_value = "./genq-output")]
     pub output_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub urls: super::urls::UrlArgs,
 }
 
 /// Applies migrations, then serves until SIGTERM/SIGINT.
 pub async fn run(args: ServeArgs) -> Result<()> {
     let api = Api::check(args.listen, args.api_token, args.metrics_require_token)?
-        .with_images(&args.output_dir);
+        .with_images(&args.output_dir)
+        .with_urls(args.urls.policy());
     genq::metrics::install();
     let pool = connect_migrated(&args.db.database_url, 16).await?;
     let served = api.start(pool, on_signal()).await?;
@@ -53,6 +57,7 @@ pub struct Api {
     token: Option<String>,
     metrics_need_token: bool,
     images: Option<OutputStore>,
+    urls: UrlPolicy,
 }
 
 impl Api {
@@ -74,12 +79,19 @@ impl Api {
             token,
             metrics_need_token,
             images: None,
+            urls: UrlPolicy::default(),
         })
     }
 
     /// Serves the images under `dir` (the workers' `GENQ_OUTPUT_DIR`).
     pub fn with_images(mut self, dir: &Path) -> Api {
         self.images = Some(OutputStore::new(dir));
+        self
+    }
+
+    /// Which input URLs `POST /v1/jobs` accepts (`--allow-private-urls`).
+    pub fn with_urls(mut self, urls: UrlPolicy) -> Api {
+        self.urls = urls;
         self
     }
 
@@ -99,7 +111,9 @@ impl Api {
             metrics_auth = self.metrics_need_token,
             "HTTP API listening"
         );
-        let mut state = ApiState::new(pool, self.token).with_metrics_token(self.metrics_need_token);
+        let mut state = ApiState::new(pool, self.token)
+            .with_metrics_token(self.metrics_need_token)
+            .with_urls(self.urls);
         if let Some(images) = self.images {
             state = state.with_images(images);
         }

@@ -47,6 +47,8 @@ pub struct SubmitArgs {
     /// The edit's mask (a PNG), named like an input.
     #[arg(long, value_name = "REF")]
     pub mask: Option<String>,
+    #[command(flatten)]
+    pub urls: super::urls::UrlArgs,
 }
 
 /// An input as the command line names it: an upload id, a URL, or
@@ -111,7 +113,7 @@ pub async fn run(args: SubmitArgs) -> Result<()> {
     let pool = genq::db::connect(&args.db.database_url, 2)
         .await
         .context("connecting to DATABASE_URL")?;
-    let enqueued = genq::submit::submit(&pool, &job).await?;
+    let enqueued = genq::submit_with(&pool, &job, args.urls.policy()).await?;
     println!(
         "{}",
         serde_json::json!({ "id": enqueued.id, "state": enqueued.state.as_str(), "created": enqueued.created })

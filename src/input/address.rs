@@ -23,13 +23,6 @@ impl UrlPolicy {
     pub const ALLOW_PRIVATE: UrlPolicy = UrlPolicy {
         allow_private: true,
     };
-
-    /// `GENQ_ALLOW_PRIVATE_URLS` set to `1`, `true` or `yes`.
-    pub fn from_env() -> UrlPolicy {
-        let set = std::env::var("GENQ_ALLOW_PRIVATE_URLS")
-            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-        UrlPolicy { allow_private: set }
-    }
 }
 
 /// Why a URL is not fetched.

@@ -150,6 +150,20 @@ pub struct Input {
 }
 
 impl Input {
+    /// As the API shows it: `{"role", "position", "upload" | "url" | "from_job" + "index"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut shown = match &self.source {
+            Source::Upload(id) => serde_json::json!({ "upload": id }),
+            Source::Url(url) => serde_json::json!({ "url": url }),
+            Source::FromJob { job, index } => {
+                serde_json::json!({ "from_job": job, "index": index })
+            }
+        };
+        shown["role"] = self.role.as_str().into();
+        shown["position"] = self.position.into();
+        shown
+    }
+
     /// How an error names this input: `inputs[2]` or `mask`.
     pub fn label(&self) -> String {
         match self.role {

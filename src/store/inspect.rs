@@ -215,3 +215,48 @@ pub async fn finished_counts(pool: &PgPool) -> Result<Vec<FinishedCount>, StoreE
             .await?,
     )
 }
+
+/// A job as `GET /v1/jobs/{id}` and `genq jobs show` describe it: the row,
+/// every attempt, why it waits (if it is queued and does), and an edit's
+/// inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobDetail {
+    pub job: Job,
+    pub attempts: Vec<crate::job::Attempt>,
+    pub waiting: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<serde_json::Value>,
+}
+
+/// Job `id` in detail, if it exists.
+pub async fn detail(pool: &PgPool, id: Uuid) -> Result<Option<JobDetail>, StoreError> {
+    let Some(job) = super::jobs::get(pool, id).await? else {
+        return Ok(None);
+    };
+    let attempts = super::jobs::attempts(pool, id).await?;
+    let inputs = match job.operation {
+        Operation::Edit => super::inputs::for_job(pool, id).await?,
+        Operation::Generate => Vec::new(),
+    };
+    let waiting = match job.state {
+        JobState::Queued if job.awaiting_input => Some(format!(
+            "waiting for its input job(s) to succeed: {}",
+            inputs
+                .iter()
+                .filter_map(|i| match i.source {
+                    crate::input::Source::FromJob { job, .. } => Some(job.to_string()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        JobState::Queued => super::keys::waiting_reason(pool, &job.model).await?,
+        _ => None,
+    };
+    Ok(Some(JobDetail {
+        job,
+        attempts,
+        waiting,
+        inputs: inputs.iter().map(crate::input::Input::to_json).collect(),
+    }))
+}

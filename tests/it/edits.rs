@@ -559,6 +559,16 @@ async fn an_edit_waiting_for_its_input_job_is_never_claimed() {
     .id;
     let before = stored(&rig, edit).await;
     assert!(before.awaiting_input);
+    let detail = genq::store::inspect::detail(&rig.db.pool, edit)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        detail.waiting.as_deref(),
+        Some(format!("waiting for its input job(s) to succeed: {first}").as_str())
+    );
+    assert_eq!(detail.inputs[0]["from_job"], first.to_string());
+    assert_eq!(detail.inputs[0]["role"], "image");
     // Other work flows past it.
     for n in 0..3 {
         genq::submit(&rig.db.pool, &NewJob::new(format!("filler {n}")))
@@ -569,4 +579,27 @@ async fn an_edit_waiting_for_its_input_job_is_never_claimed() {
     let after = stored(&rig, edit).await;
     assert_eq!(after, before, "the waiting edit's row was never written");
     assert!(rig.sim.log().iter().all(|r| r.parts.is_empty()));
+}
+
+/// A repeated idempotency key returns the same edit only with the same inputs.
+#[tokio::test]
+async fn a_repeated_key_with_other_inputs_is_refused() {
+    let rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
+    let first = genq::submit(&rig.db.pool, &NewJob::new("a knight"))
+        .await
+        .unwrap()
+        .id;
+    let edit = |index| NewJob {
+        inputs: vec![InputRef::from_job(first, index)],
+        idempotency_key: Some("sheet-7".into()),
+        ..NewJob::new("the knight, side view")
+    };
+    let made = genq::submit(&rig.db.pool, &edit(0)).await.unwrap();
+    let again = genq::submit(&rig.db.pool, &edit(0)).await.unwrap();
+    assert_eq!((again.id, again.created), (made.id, false));
+    match genq::submit(&rig.db.pool, &edit(1)).await {
+        Err(SubmitError::IdempotencyConflict { fields, .. }) => assert_eq!(fields, ["inputs"]),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(count(&rig, "inputs").await, 1);
 }

@@ -142,6 +142,7 @@ impl Environment {
             ImagesClient::new(&self.base_url, Duration::from_secs(30)),
             &self.output_dir,
             Keyring::new(self.keys.clone(), DEMO_DEFAULT_RPM),
+            genq::UrlPolicy::default(),
         )
         .await?;
         let config = WorkerConfig {
