@@ -72,7 +72,8 @@
 //! - [`keys`]: API keys: configuration, choosing one for a call (the
 //!   `Keyring`), what answers teach (health, learned limits).
 //! - [`retry`]: backoff delays as a pure function of the attempt number.
-//! - [`output`]: images written under `GENQ_OUTPUT_DIR/<job id>/<attempt>/`.
+//! - [`output`]: images stored as `<job id>/<attempt>/<n>.<ext>` under
+//!   `GENQ_OUTPUT_DIR` or in S3 (`GENQ_OUTPUT_URL`), and read back by key.
 //! - [`api`]: the HTTP API of `genq serve` / `genq run`.
 //! - [`metrics`]: Prometheus counters, histograms and database gauges.
 //! - [`db`], [`telemetry`], [`secret`], [`duration`]: the connection pool,

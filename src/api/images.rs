@@ -1,7 +1,8 @@
 //! `GET /v1/jobs/{id}/images/{n}`: a succeeded job's image `n`, streamed
-//! from the output directory with its media type. The file is found by the
+//! from the output directory with its media type, or (in object storage) a
+//! `307` to a presigned URL valid five minutes. The image is found by the
 //! `key` genq recorded in the job's result, never by a path from the
-//! request, and only under the configured directory.
+//! request, and only in the configured store.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use super::ApiState;
 use super::error::ApiError;
 use super::jobs::{no_such_job, parse_id};
 use crate::job::JobState;
-use crate::output::ImageError;
+use crate::output::{ImageError, Served};
 use crate::store::jobs as store_jobs;
 
 /// Streams image `n` (from 0) of job `id`.
@@ -61,19 +62,31 @@ pub async fn show(
             "this server has no output directory to serve images from",
         ));
     };
-    let (file, len) = store.open(key).await.map_err(|err| match err {
+    let served = store.serve(key).await.map_err(|err| match err {
         ImageError::BadKey => ApiError::not_found(format!(
             "image {n} of job {id} has no key genq wrote; it cannot be served"
         )),
         ImageError::Gone => ApiError::new(
             StatusCode::GONE,
             format!(
-                "image {n} of job {id} is not in this server's output directory \
-                 (GENQ_OUTPUT_DIR): it was deleted, or written on another host"
+                "image {n} of job {id} is not in this server's output store ({}): \
+                 it was deleted, or written to another host's directory or another bucket",
+                store.describe()
             ),
         ),
-        ImageError::Read(e) => ApiError::internal("reading an image", &e),
+        other => ApiError::internal("reading an image", &other),
     })?;
+    let (file, len) = match served {
+        Served::File(file, len) => (file, len),
+        Served::Redirect(url) => {
+            return Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header(header::LOCATION, url)
+                .header(header::CACHE_CONTROL, "private, no-store")
+                .body(Body::empty())
+                .map_err(|e| ApiError::internal("building a redirect", &e));
+        }
+    };
     let content_type = image
         .get("content_type")
         .and_then(|c| c.as_str())

@@ -119,13 +119,14 @@ pub fn spec() -> Value {
                 "responses": { "200": { "description": "{job}" }, "404": error_response("no such job"), "409": error_response("not failed or cancelled") }
             } },
             "/v1/jobs/{id}/images/{n}": { "get": {
-                "summary": "Image n (from 0) of a succeeded job, streamed with its media type",
+                "summary": "Image n (from 0) of a succeeded job: streamed with its media type, or a redirect to a presigned URL when images are in object storage",
                 "parameters": [id_param(), { "name": "n", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 0 } }],
                 "responses": {
                     "200": { "description": "the image", "content": { "image/png": {}, "image/jpeg": {}, "image/webp": {} } },
+                    "307": { "description": "images are in object storage: Location is a presigned URL valid 5 minutes" },
                     "404": error_response("no such job or image"),
                     "409": error_response("the job has not succeeded"),
-                    "410": error_response("the file is not in this server's output directory")
+                    "410": error_response("the file or object is not in this server's output store")
                 }
             } },
             "/v1/keys": { "get": {

@@ -6,13 +6,14 @@
 //!   [`jobs`], [`keys`], [`sim`], [`demo`];
 //! - shared: [`db`] (the database flag and connections), [`provider`] (the
 //!   one place an `ImagesProvider` is wired), [`shutdown`] (SIGTERM/SIGINT),
-//!   [`table`] (aligned columns), [`urls`] (which input URLs may be fetched).
+//!   [`table`] (aligned columns), [`urls`] (which input URLs may be fetched), [`output`] (where images go).
 
 pub mod db;
 pub mod demo;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;
+pub mod output;
 pub mod provider;
 pub mod run;
 pub mod serve;

@@ -4,7 +4,6 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use sqlx::PgPool;
-use std::path::Path;
 use std::time::Duration;
 
 use genq::keys::Keyring;
@@ -23,9 +22,8 @@ pub struct OpenAiArgs {
     pub openai_base_url: String,
     #[command(flatten)]
     pub urls: super::urls::UrlArgs,
-    /// Where images are written: <dir>/<job id>/<attempt>/<n>.<ext>.
-    #[arg(long, env = "GENQ_OUTPUT_DIR", default_value = "./genq-output")]
-    pub output_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub output: super::output::OutputArgs,
     /// Requests per minute assumed for a key and model with no configured limit, until learned.
     #[arg(long, env = "GENQ_DEFAULT_RPM", default_value_t = 60.0)]
     pub default_rpm: f64,
@@ -47,19 +45,19 @@ pub struct OpenAiArgs {
 }
 
 /// An `ImagesProvider` over `client` (the real one or `DryRun`), writing
-/// images under `output` and fetching input URLs by `urls`, its keys
+/// images to `output` and fetching input URLs by `urls`, its keys
 /// registered in the database.
 pub async fn images_provider<C: ImagesApi>(
     pool: &PgPool,
     client: C,
-    output: &Path,
+    output: OutputStore,
     keyring: Keyring,
     urls: genq::UrlPolicy,
 ) -> Result<ImagesProvider<C>> {
     let provider = ImagesProvider::new(
         pool.clone(),
         client,
-        OutputStore::new(output),
+        output,
         keyring,
         ImagesSettings {
             urls,
@@ -90,7 +88,14 @@ pub async fn from_env<C: ImagesApi>(
     }
     tracing::info!(keys = ?keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), base_url = %args.openai_base_url, "provider ready");
     let keyring = Keyring::new(keys, args.default_rpm).with_retest(args.key_retest);
-    images_provider(pool, client, &args.output_dir, keyring, args.urls.policy()).await
+    images_provider(
+        pool,
+        client,
+        args.output.store()?,
+        keyring,
+        args.urls.policy(),
+    )
+    .await
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {

@@ -24,7 +24,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         worker.api_token.clone(),
         worker.metrics_require_token,
     )?
-    .with_images(&worker.openai.output_dir)
+    .with_images(worker.openai.output.store()?)
     .with_urls(worker.openai.urls.policy());
     let pool = worker_pool(worker).await?;
     let shutdown = on_signal();

@@ -1,7 +1,6 @@
 //! `genq serve`: the HTTP API until SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -30,9 +29,9 @@ pub struct ServeArgs {
     /// `/metrics` needs the token too when listening beyond loopback.
     #[arg(long, env = "GENQ_METRICS_REQUIRE_TOKEN", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     pub metrics_require_token: bool,
-    /// The workers' image directory, served at `/v1/jobs/{id}/images/{n}`.
-    #[arg(long, env = "GENQ_OUTPUT_DIR", default_value = "./genq-output")]
-    pub output_dir: std::path::PathBuf,
+    /// Where the workers write images, served at `/v1/jobs/{id}/images/{n}`.
+    #[command(flatten)]
+    pub output: super::output::OutputArgs,
     #[command(flatten)]
     pub urls: super::urls::UrlArgs,
 }
@@ -40,7 +39,7 @@ pub struct ServeArgs {
 /// Applies migrations, then serves until SIGTERM/SIGINT.
 pub async fn run(args: ServeArgs) -> Result<()> {
     let api = Api::check(args.listen, args.api_token, args.metrics_require_token)?
-        .with_images(&args.output_dir)
+        .with_images(args.output.store()?)
         .with_urls(args.urls.policy());
     genq::metrics::install();
     let pool = connect_migrated(&args.db.database_url, 16).await?;
@@ -83,9 +82,9 @@ impl Api {
         })
     }
 
-    /// Serves the images under `dir` (the workers' `GENQ_OUTPUT_DIR`).
-    pub fn with_images(mut self, dir: &Path) -> Api {
-        self.images = Some(OutputStore::new(dir));
+    /// Serves the images in `store` (where the workers write them).
+    pub fn with_images(mut self, store: OutputStore) -> Api {
+        self.images = Some(store);
         self
     }
 

@@ -155,7 +155,7 @@ pub async fn run_worker(
         retention: retention(args.retain_succeeded, args.retain_failed),
         fallback_after: Duration::from_secs_f64(args.openai.fallback_after_secs),
         image_bytes_in_flight: args.openai.image_mib_in_flight * 1024 * 1024,
-        images: Some(genq::output::OutputStore::new(&args.openai.output_dir)),
+        images: Some(args.openai.output.store()?),
         ..WorkerConfig::default()
     };
     let report = match args.provider {

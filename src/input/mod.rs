@@ -4,7 +4,7 @@
 //! and count limits), and how a worker gets their bytes when it runs the
 //! job (`resolve`).
 //!
-//! - [`format`]: an image's format by its first bytes.
+//! - [`format`](mod@format): an image's format by its first bytes.
 //! - [`address`]: which URLs may be fetched (no private addresses unless
 //!   allowed), checked on the resolved addresses.
 //! - `fetch`: fetching a URL from exactly the addresses checked, with a

@@ -132,8 +132,9 @@ async fn read(
                 .read(key, MAX_INPUT_BYTES as u64)
                 .await
                 .map_err(|err| match err {
-                    crate::output::ImageError::Read(e) => {
-                        ResolveError::Transient(format!("{label}: reading image {key}: {e}"))
+                    err @ (crate::output::ImageError::Read(_)
+                    | crate::output::ImageError::Store(_)) => {
+                        ResolveError::Transient(format!("{label}: reading image {key}: {err}"))
                     }
                     other => ResolveError::Refused(format!(
                         "{label}: image {index} of job {job}: {other}"

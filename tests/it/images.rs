@@ -87,7 +87,7 @@ async fn a_succeeded_jobs_images_are_served_with_their_type_and_checksum() {
     let (status, error) = answer(&base, format!("/v1/jobs/{id}/images/1")).await;
     assert_eq!(status, 410);
     assert!(
-        error.contains("not in this server's output directory"),
+        error.contains("not in this server's output store"),
         "{error}"
     );
     stop.cancel();

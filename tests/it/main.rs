@@ -23,6 +23,7 @@ mod images;
 mod key_buckets;
 mod key_operations;
 mod metrics;
+mod object_storage;
 mod pg_restart;
 mod queue;
 mod rate_limits;

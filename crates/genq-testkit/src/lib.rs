@@ -8,6 +8,7 @@
 //!   real `ImagesProvider` through async-openai; [`rig::Rig::provider_over`]
 //!   is the one place a test wires a provider.
 //! - [`process`]: the `genq` binary as tests start it, and guards that kill it.
+//! - [`s3`]: a real S3-compatible server (moto) on loopback.
 //! - [`wait`]: polling for outcomes, counting and inserting jobs.
 //! - [`bench`](mod@bench): benchmark scratch databases with counters, worker processes
 //!   whose memory can be read, and `name=value` arguments.
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod db;
 pub mod process;
 pub mod rig;
+pub mod s3;
 pub mod wait;
 
 pub use db::{TestDb, with_database};

@@ -22,6 +22,9 @@ pub struct Rig {
     pub sim: Sim,
     pub base_url: String,
     pub output: std::path::PathBuf,
+    /// Where the rig's workers write images: `output` unless a test points
+    /// it elsewhere (an S3 server).
+    pub images: OutputStore,
     /// Which input URLs the rig's workers fetch: private addresses too by
     /// default, since tests serve their images on loopback.
     pub urls: UrlPolicy,
@@ -47,6 +50,7 @@ impl Rig {
             db,
             sim,
             base_url,
+            images: OutputStore::new(&output),
             output,
             urls: UrlPolicy::ALLOW_PRIVATE,
             stop_sim,
@@ -69,7 +73,7 @@ impl Rig {
 
     /// The one place tests wire an `ImagesProvider`: over `client` (the
     /// real one at the sim, or `DryRun`), with `keyring`, the rig's output
-    /// directory and a short backoff after a bare 429.
+    /// store and a short backoff after a bare 429.
     pub fn provider_over<C: ImagesApi>(&self, client: C, keyring: Keyring) -> ImagesProvider<C> {
         let settings = ImagesSettings {
             health: genq::keys::health::HealthSettings {
@@ -84,7 +88,7 @@ impl Rig {
         ImagesProvider::new(
             self.db.pool.clone(),
             client,
-            OutputStore::new(&self.output),
+            self.images.clone(),
             keyring,
             settings,
         )

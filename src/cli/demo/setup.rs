@@ -140,7 +140,7 @@ impl Environment {
         let provider = crate::cli::provider::images_provider(
             &self.pool,
             ImagesClient::new(&self.base_url, Duration::from_secs(30)),
-            &self.output_dir,
+            genq::output::OutputStore::new(&self.output_dir),
             Keyring::new(self.keys.clone(), DEMO_DEFAULT_RPM),
             genq::UrlPolicy::default(),
         )

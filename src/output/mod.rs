@@ -1,25 +1,36 @@
-//! Where generated images go: `GENQ_OUTPUT_DIR/<job id>/<attempt>/<n>.<ext>`.
+//! Where generated images go: `<job id>/<attempt>/<n>.<ext>` under the
+//! local directory `GENQ_OUTPUT_DIR` (the default), or under a bucket and
+//! prefix in S3 or an S3-compatible store (`GENQ_OUTPUT_URL=s3://…`, see
+//! [`s3`]).
 //!
-//! - Each attempt writes under its own directory, so a run that lost its
-//!   lease (and whose job was claimed again) can never overwrite the
-//!   images of the run that won; the job's `result` names the winner's
-//!   files, and it is written under the completion's fence.
-//! - Files are written atomically (temp file + rename): a reader never sees
-//!   half an image.
-//! - Decoding, hashing and writing run on the blocking pool, one image at a
-//!   time, and each image's base64 text is dropped as soon as it is decoded.
+//! - Each attempt writes under its own key, so a run that lost its lease
+//!   (and whose job was claimed again) can never overwrite the images of the
+//!   run that won; the job's `result` names the winner's images, and it is
+//!   written under the completion's fence.
+//! - Writes are whole or absent (a temp file and a rename; an object put):
+//!   a reader never sees half an image.
+//! - Decoding and hashing run on the blocking pool, one image at a time,
+//!   and each image's base64 text is dropped as soon as it is decoded.
 //! - An image returned as a URL is fetched with a timeout and a size bound,
 //!   and only over http(s).
+//! - Reading back ([`OutputStore::read`], [`OutputStore::serve`]) takes a
+//!   result's `key` ([`key`]), never a path.
+
+pub mod key;
+pub mod s3;
 
 use async_openai::types::images::{Image, ImagesResponse};
 use base64::Engine;
+use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
 use crate::bounded::{self, Bounded};
+pub use s3::{OutputUrlError, S3Output};
 
 /// How long fetching one image URL may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,6 +52,8 @@ pub enum OutputError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Store(String),
     #[error("the provider returned no images")]
     Empty,
 }
@@ -51,11 +64,15 @@ pub enum ImageError {
     /// The key is not `<job id>/<attempt>/<n>.<png|jpeg|webp>`.
     #[error("not an image key genq wrote")]
     BadKey,
-    /// The file is not there (pruned, or written on another host's disk).
-    #[error("the image file is not in this output directory")]
+    /// The image is not there (pruned, or written on another host's disk).
+    #[error("the image is not in this output store")]
     Gone,
+    #[error("the image is {size} bytes, more than {max_bytes}")]
+    TooLarge { size: u64, max_bytes: u64 },
     #[error("reading the image: {0}")]
     Read(std::io::Error),
+    #[error("the object store failed: {0}")]
+    Store(String),
 }
 
 /// The media type of an image written with extension `ext`.
@@ -67,17 +84,62 @@ pub fn content_type(ext: &str) -> &'static str {
     }
 }
 
-/// A directory of job outputs.
+/// How [`OutputStore::serve`] hands an image out.
+#[derive(Debug)]
+pub enum Served {
+    /// A local file to stream, and its length.
+    File(tokio::fs::File, u64),
+    /// A presigned URL to redirect to (valid [`s3::SIGNED_URL_TTL`]).
+    Redirect(String),
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Dir(PathBuf),
+    S3(Arc<S3Output>),
+}
+
+/// Where a worker writes job outputs and the API reads them.
 #[derive(Debug, Clone)]
 pub struct OutputStore {
-    root: PathBuf,
+    backend: Backend,
     http: reqwest::Client,
 }
 
 impl OutputStore {
+    /// The local directory `root`.
     pub fn new(root: impl AsRef<Path>) -> Self {
+        OutputStore::with(Backend::Dir(root.as_ref().to_path_buf()))
+    }
+
+    /// S3 (or an S3-compatible store) at `url`, `s3://bucket/prefix`.
+    pub fn s3(url: &str) -> Result<Self, OutputUrlError> {
+        Ok(OutputStore::with(Backend::S3(Arc::new(
+            S3Output::from_url(url)?,
+        ))))
+    }
+
+    /// S3 at `url`, configured by `builder` rather than the environment.
+    pub fn s3_with(
+        url: &str,
+        builder: object_store::aws::AmazonS3Builder,
+    ) -> Result<Self, OutputUrlError> {
+        Ok(OutputStore::with(Backend::S3(Arc::new(
+            S3Output::with_builder(url, builder)?,
+        ))))
+    }
+
+    /// `GENQ_OUTPUT_URL` when given, else the directory `dir`.
+    pub fn from_url_or_dir(url: Option<&str>, dir: &Path) -> Result<Self, OutputUrlError> {
+        match url.filter(|u| !u.trim().is_empty()) {
+            Some(url) => OutputStore::s3(url),
+            None => Ok(OutputStore::new(dir)),
+        }
+    }
+
+    fn with(backend: Backend) -> Self {
         OutputStore {
-            root: root.as_ref().to_path_buf(),
+            backend,
             http: reqwest::Client::builder()
                 .timeout(FETCH_TIMEOUT)
                 .connect_timeout(Duration::from_secs(10))
@@ -86,57 +148,67 @@ impl OutputStore {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where images go, for logs and messages: a directory or `s3://bucket/prefix`.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Dir(root) => root.display().to_string(),
+            Backend::S3(s3) => s3.describe(),
+        }
     }
 
-    /// Opens the image stored under `key` (a result's `images[n].key`,
-    /// `<job id>/<attempt>/<n>.<ext>`) for reading. A key of any other
-    /// shape is refused, so a stored result can never name a file outside
-    /// this directory.
-    pub async fn open(&self, key: &str) -> Result<(tokio::fs::File, u64), ImageError> {
-        let parts: Vec<&str> = key.split('/').collect();
-        let well_formed = matches!(parts.as_slice(), [job, attempt, file]
-        if Uuid::parse_str(job).is_ok()
-            && attempt.parse::<u32>().is_ok()
-            && file.split_once('.').is_some_and(|(n, ext)| {
-                n.parse::<u32>().is_ok() && ["png", "jpeg", "webp"].contains(&ext)
-            }));
-        if !well_formed {
+    /// Hands out the image stored under `key` (a result's `images[n].key`):
+    /// a local file to stream, or a presigned URL to an object. A key of any
+    /// other shape is refused.
+    pub async fn serve(&self, key: &str) -> Result<Served, ImageError> {
+        if !key::is_valid(key) {
             return Err(ImageError::BadKey);
         }
-        let file = match tokio::fs::File::open(self.root.join(key)).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ImageError::Gone),
-            Err(e) => return Err(ImageError::Read(e)),
-        };
-        let len = file.metadata().await.map_err(ImageError::Read)?.len();
-        Ok((file, len))
+        match &self.backend {
+            Backend::Dir(root) => {
+                let (file, len) = open(&root.join(key)).await?;
+                Ok(Served::File(file, len))
+            }
+            Backend::S3(s3) => Ok(Served::Redirect(s3.signed_get(key).await?)),
+        }
     }
 
     /// The bytes of the image stored under `key`, at most `max_bytes`.
-    pub async fn read(&self, key: &str, max_bytes: u64) -> Result<bytes::Bytes, ImageError> {
+    pub async fn read(&self, key: &str, max_bytes: u64) -> Result<Bytes, ImageError> {
         use tokio::io::AsyncReadExt;
-        let (file, len) = self.open(key).await?;
-        if len > max_bytes {
-            return Err(ImageError::Read(std::io::Error::other(format!(
-                "{len} bytes, more than {max_bytes}"
-            ))));
+        if !key::is_valid(key) {
+            return Err(ImageError::BadKey);
         }
-        let mut bytes = Vec::with_capacity(len as usize);
-        file.take(max_bytes)
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(ImageError::Read)?;
-        Ok(bytes.into())
+        match &self.backend {
+            Backend::Dir(root) => {
+                let (file, size) = open(&root.join(key)).await?;
+                if size > max_bytes {
+                    return Err(ImageError::TooLarge { size, max_bytes });
+                }
+                let mut bytes = Vec::with_capacity(size as usize);
+                file.take(max_bytes)
+                    .read_to_end(&mut bytes)
+                    .await
+                    .map_err(ImageError::Read)?;
+                Ok(bytes.into())
+            }
+            Backend::S3(s3) => s3.get(key, max_bytes).await,
+        }
     }
 
     /// Deletes every image of `job_id` (all its attempts), as retention
     /// deletes its row. A job with no images is no error.
-    pub async fn remove_job(&self, job_id: Uuid) -> std::io::Result<()> {
-        match tokio::fs::remove_dir_all(self.root.join(job_id.to_string())).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+    pub async fn remove_job(&self, job_id: Uuid) -> Result<(), String> {
+        match &self.backend {
+            Backend::Dir(root) => {
+                let dir = root.join(job_id.to_string());
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(format!("deleting {}: {e}", dir.display()))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Backend::S3(s3) => s3.remove_job(job_id).await,
         }
     }
 
@@ -160,16 +232,18 @@ impl OutputStore {
             .and_then(|f| serde_json::to_value(f).ok())
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_else(|| "png".into());
-        let dir = self.root.join(job_id.to_string()).join(attempt.to_string());
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|source| OutputError::Write {
-                path: dir.clone(),
-                source,
-            })?;
+        if let Backend::Dir(root) = &self.backend {
+            let dir = root.join(job_id.to_string()).join(attempt.to_string());
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|source| OutputError::Write {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
         let mut images = Vec::with_capacity(response.data.len());
         for (index, image) in response.data.into_iter().enumerate() {
-            let path = dir.join(format!("{index}.{ext}"));
+            let key = key::image(job_id, attempt, index, &ext);
             let (encoded, revised_prompt) = match image.as_ref() {
                 Image::B64Json {
                     b64_json,
@@ -184,20 +258,35 @@ impl OutputStore {
                 ),
             };
             drop(image);
-            let (bytes, sha256) = {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || encoded.store(index, &path))
-                    .await
-                    .expect("storing an image does not panic")?
-            };
-            images.push(json!({
-                "path": path.display().to_string(),
-                "key": format!("{job_id}/{attempt}/{index}.{ext}"),
+            let (bytes, sha256) = tokio::task::spawn_blocking(move || encoded.decode(index))
+                .await
+                .expect("decoding an image does not panic")?;
+            let size = bytes.len();
+            let mut entry = json!({
+                "key": key,
                 "content_type": content_type(&ext),
-                "bytes": bytes,
+                "bytes": size,
                 "sha256": sha256,
                 "revised_prompt": revised_prompt,
-            }));
+            });
+            match &self.backend {
+                Backend::Dir(root) => {
+                    let path = root.join(&key);
+                    let at = path.clone();
+                    tokio::task::spawn_blocking(move || write_atomically(&at, &bytes))
+                        .await
+                        .expect("writing an image does not panic")?;
+                    entry["path"] = path.display().to_string().into();
+                    entry["location"] = entry["path"].clone();
+                }
+                Backend::S3(s3) => {
+                    s3.put(&key, bytes, content_type(&ext))
+                        .await
+                        .map_err(OutputError::Store)?;
+                    entry["location"] = s3.location(&key).into();
+                }
+            }
+            images.push(entry);
         }
         Ok(json!({
             "images": images,
@@ -209,12 +298,7 @@ impl OutputStore {
         }))
     }
 
-    async fn fetch(
-        &self,
-        index: usize,
-        url: &str,
-        limit: u64,
-    ) -> Result<bytes::Bytes, OutputError> {
+    async fn fetch(&self, index: usize, url: &str, limit: u64) -> Result<Bytes, OutputError> {
         let fail = |message: String| OutputError::Fetch { index, message };
         let parsed = reqwest::Url::parse(url)
             .ok()
@@ -243,29 +327,38 @@ impl OutputStore {
     }
 }
 
+/// A local file and its length, or `Gone`.
+async fn open(path: &Path) -> Result<(tokio::fs::File, u64), ImageError> {
+    let file = match tokio::fs::File::open(path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ImageError::Gone),
+        Err(e) => return Err(ImageError::Read(e)),
+    };
+    let len = file.metadata().await.map_err(ImageError::Read)?.len();
+    Ok((file, len))
+}
+
 /// One image as the provider gave it.
 enum Encoded {
     Base64(std::sync::Arc<String>),
-    Raw(bytes::Bytes),
+    Raw(Bytes),
 }
 
 impl Encoded {
-    /// Decodes, hashes and writes the image (blocking); returns its length
-    /// and SHA-256.
-    fn store(self, index: usize, path: &Path) -> Result<(usize, String), OutputError> {
+    /// Decodes and hashes the image (blocking); returns it and its SHA-256.
+    fn decode(self, index: usize) -> Result<(Bytes, String), OutputError> {
         let bytes = match self {
             Encoded::Base64(text) => {
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(text.as_bytes())
                     .map_err(|source| OutputError::Decode { index, source })?;
                 drop(text);
-                bytes::Bytes::from(decoded)
+                Bytes::from(decoded)
             }
             Encoded::Raw(bytes) => bytes,
         };
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        write_atomically(path, &bytes)?;
-        Ok((bytes.len(), sha256))
+        Ok((bytes, sha256))
     }
 }
 
