@@ -318,6 +318,19 @@ pub struct Job {
     pub seq: i64,
 }
 
+impl Job {
+    /// The images its result records (`result.images`): none until it has
+    /// succeeded.
+    pub fn images(&self) -> &[Value] {
+        self.result
+            .as_ref()
+            .and_then(|r| r.get("images"))
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+}
+
 /// One execution of a job, as recorded in `genq.attempts`.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Attempt {

@@ -39,13 +39,7 @@ pub async fn show(
             job.state
         )));
     }
-    let images = job
-        .result
-        .as_ref()
-        .and_then(|r| r.get("images"))
-        .and_then(|i| i.as_array())
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let images = job.images();
     let Some(image) = images.get(n) else {
         return Err(ApiError::not_found(match images.len() {
             0 => format!("job {id} has no stored images"),

@@ -14,7 +14,8 @@ pub struct OutputArgs {
     pub output_dir: std::path::PathBuf,
     /// Write images to object storage instead: s3://bucket/prefix (credentials,
     /// region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_REGION, AWS_ENDPOINT_URL).
+    /// AWS_REGION, AWS_ENDPOINT_URL; plain http only to a loopback endpoint
+    /// unless AWS_ALLOW_HTTP=true).
     #[arg(long, env = "GENQ_OUTPUT_URL")]
     pub output_url: Option<String>,
 }
@@ -25,6 +26,7 @@ impl OutputArgs {
         Ok(OutputStore::from_url_or_dir(
             self.output_url.as_deref(),
             &self.output_dir,
+            std::env::vars(),
         )?)
     }
 }

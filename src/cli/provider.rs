@@ -86,16 +86,10 @@ pub async fn from_env<C: ImagesApi>(
     if !(args.default_rpm.is_finite() && args.default_rpm > 0.0) {
         bail!("--default-rpm must be a positive number");
     }
-    tracing::info!(keys = ?keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), base_url = %args.openai_base_url, "provider ready");
+    let output = args.output.store()?;
+    tracing::info!(keys = ?keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), base_url = %args.openai_base_url, output = %output.describe(), "provider ready");
     let keyring = Keyring::new(keys, args.default_rpm).with_retest(args.key_retest);
-    images_provider(
-        pool,
-        client,
-        args.output.store()?,
-        keyring,
-        args.urls.policy(),
-    )
-    .await
+    images_provider(pool, client, output, keyring, args.urls.policy()).await
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {

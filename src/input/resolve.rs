@@ -119,10 +119,8 @@ async fn read(
                 }
             }
             let key = source
-                .result
-                .as_ref()
-                .and_then(|r| r.get("images"))
-                .and_then(|i| i.get(*index as usize))
+                .images()
+                .get(*index as usize)
                 .and_then(|i| i.get("key"))
                 .and_then(|k| k.as_str())
                 .ok_or_else(|| {
@@ -132,8 +130,7 @@ async fn read(
                 .read(key, MAX_INPUT_BYTES as u64)
                 .await
                 .map_err(|err| match err {
-                    err @ (crate::output::ImageError::Read(_)
-                    | crate::output::ImageError::Store(_)) => {
+                    err @ crate::output::ImageError::Read(_) => {
                         ResolveError::Transient(format!("{label}: reading image {key}: {err}"))
                     }
                     other => ResolveError::Refused(format!(

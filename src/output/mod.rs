@@ -30,7 +30,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::bounded::{self, Bounded};
-pub use s3::{OutputUrlError, S3Output};
+pub use s3::OutputUrlError;
+use s3::S3Dir;
 
 /// How long fetching one image URL may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,12 +68,11 @@ pub enum ImageError {
     /// The image is not there (pruned, or written on another host's disk).
     #[error("the image is not in this output store")]
     Gone,
-    #[error("the image is {size} bytes, more than {max_bytes}")]
-    TooLarge { size: u64, max_bytes: u64 },
+    #[error("the image is {bytes} bytes, more than {max_bytes}")]
+    TooLarge { bytes: u64, max_bytes: u64 },
+    /// The disk or the object store failed.
     #[error("reading the image: {0}")]
     Read(std::io::Error),
-    #[error("the object store failed: {0}")]
-    Store(String),
 }
 
 /// The media type of an image written with extension `ext`.
@@ -96,7 +96,7 @@ pub enum Served {
 #[derive(Debug, Clone)]
 enum Backend {
     Dir(PathBuf),
-    S3(Arc<S3Output>),
+    S3(Arc<S3Dir>),
 }
 
 /// Where a worker writes job outputs and the API reads them.
@@ -112,27 +112,26 @@ impl OutputStore {
         OutputStore::with(Backend::Dir(root.as_ref().to_path_buf()))
     }
 
-    /// S3 (or an S3-compatible store) at `url`, `s3://bucket/prefix`.
-    pub fn s3(url: &str) -> Result<Self, OutputUrlError> {
-        Ok(OutputStore::with(Backend::S3(Arc::new(
-            S3Output::from_url(url)?,
-        ))))
-    }
-
-    /// S3 at `url`, configured by `builder` rather than the environment.
-    pub fn s3_with(
+    /// S3 (or an S3-compatible store) at `url`, `s3://bucket/prefix`,
+    /// configured by the `AWS_*` pairs of `env` (the caller's environment:
+    /// the library reads none).
+    pub fn s3(
         url: &str,
-        builder: object_store::aws::AmazonS3Builder,
+        env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, OutputUrlError> {
-        Ok(OutputStore::with(Backend::S3(Arc::new(
-            S3Output::with_builder(url, builder)?,
-        ))))
+        let dir = S3Dir::from_url(url, env)?;
+        Ok(OutputStore::with(Backend::S3(Arc::new(dir))))
     }
 
-    /// `GENQ_OUTPUT_URL` when given, else the directory `dir`.
-    pub fn from_url_or_dir(url: Option<&str>, dir: &Path) -> Result<Self, OutputUrlError> {
+    /// The store at `url` (`GENQ_OUTPUT_URL`) when one is given, else the
+    /// directory `dir`.
+    pub fn from_url_or_dir(
+        url: Option<&str>,
+        dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, OutputUrlError> {
         match url.filter(|u| !u.trim().is_empty()) {
-            Some(url) => OutputStore::s3(url),
+            Some(url) => OutputStore::s3(url, env),
             None => Ok(OutputStore::new(dir)),
         }
     }
@@ -182,7 +181,10 @@ impl OutputStore {
             Backend::Dir(root) => {
                 let (file, size) = open(&root.join(key)).await?;
                 if size > max_bytes {
-                    return Err(ImageError::TooLarge { size, max_bytes });
+                    return Err(ImageError::TooLarge {
+                        bytes: size,
+                        max_bytes,
+                    });
                 }
                 let mut bytes = Vec::with_capacity(size as usize);
                 file.take(max_bytes)
@@ -191,7 +193,7 @@ impl OutputStore {
                     .map_err(ImageError::Read)?;
                 Ok(bytes.into())
             }
-            Backend::S3(s3) => s3.get(key, max_bytes).await,
+            Backend::S3(s3) => s3.read(key, max_bytes).await,
         }
     }
 
@@ -208,7 +210,7 @@ impl OutputStore {
                     _ => Ok(()),
                 }
             }
-            Backend::S3(s3) => s3.remove_job(job_id).await,
+            Backend::S3(s3) => s3.remove_job(job_id).await.map_err(|e| e.to_string()),
         }
     }
 
@@ -280,9 +282,9 @@ impl OutputStore {
                     entry["location"] = entry["path"].clone();
                 }
                 Backend::S3(s3) => {
-                    s3.put(&key, bytes, content_type(&ext))
-                        .await
-                        .map_err(OutputError::Store)?;
+                    s3.put(&key, bytes, content_type(&ext)).await.map_err(|e| {
+                        OutputError::Store(format!("writing {}: {e}", s3.location(&key)))
+                    })?;
                     entry["location"] = s3.location(&key).into();
                 }
             }

@@ -11,6 +11,7 @@ use genq::api::ApiState;
 use genq::job::{JobState, NewJob, Operation};
 use genq::{InputRef, SubmitError, UrlPolicy};
 use genq_sim::SimKey;
+use genq_sim::edits::InputPart;
 use genq_testkit::rig::{Rig, keys};
 use genq_testkit::{count_state, wait_until};
 
@@ -79,6 +80,23 @@ async fn stored(rig: &Rig, id: Uuid) -> genq::Job {
         .unwrap()
 }
 
+/// Submits an edit of `inputs`: its id.
+async fn edit_of(rig: &Rig, prompt: &str, inputs: Vec<InputRef>) -> Uuid {
+    let job = NewJob {
+        inputs,
+        ..NewJob::new(prompt)
+    };
+    genq::submit(&rig.db.pool, &job).await.unwrap().id
+}
+
+/// Submits a generation: its id.
+async fn generation(rig: &Rig, prompt: &str) -> Uuid {
+    genq::submit(&rig.db.pool, &NewJob::new(prompt))
+        .await
+        .unwrap()
+        .id
+}
+
 /// Runs a worker until `done` jobs have ended (succeeded or failed).
 async fn run_until_done(rig: &Rig, done: i64) {
     let (worker, stop) = rig.worker(keys(&[("a", "sk-a")]), 2).await;
@@ -130,18 +148,7 @@ async fn an_edit_of_three_uploads_and_a_mask_reaches_the_sim_whole() {
     assert_eq!(done.operation, Operation::Edit);
     let log = rig.sim.log();
     assert_eq!(log.len(), 1, "one request for one edit");
-    let seen: Vec<(&str, Option<&str>, Option<&str>, u64)> = log[0]
-        .parts
-        .iter()
-        .map(|p| {
-            (
-                p.field.as_str(),
-                p.file_name.as_deref(),
-                p.format.as_deref(),
-                p.bytes,
-            )
-        })
-        .collect();
+    let seen: Vec<_> = log[0].parts.iter().map(InputPart::seen).collect();
     assert_eq!(
         seen,
         [
@@ -337,30 +344,19 @@ async fn a_url_input_is_fetched_and_sent() {
 #[tokio::test]
 async fn a_generate_then_edit_chain_runs_in_order() {
     let rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
-    let first = genq::submit(&rig.db.pool, &NewJob::new("a knight, front view"))
-        .await
-        .unwrap()
-        .id;
-    let second = genq::submit(
-        &rig.db.pool,
-        &NewJob {
-            inputs: vec![InputRef::from_job(first, 0)],
-            ..NewJob::new("the same knight, side view")
-        },
+    let first = generation(&rig, "a knight, front view").await;
+    let second = edit_of(
+        &rig,
+        "the same knight, side view",
+        vec![InputRef::from_job(first, 0)],
     )
-    .await
-    .unwrap()
-    .id;
-    let third = genq::submit(
-        &rig.db.pool,
-        &NewJob {
-            inputs: vec![InputRef::from_job(second, 0), InputRef::from_job(first, 0)],
-            ..NewJob::new("both views on one sheet")
-        },
+    .await;
+    let third = edit_of(
+        &rig,
+        "both views on one sheet",
+        vec![InputRef::from_job(second, 0), InputRef::from_job(first, 0)],
     )
-    .await
-    .unwrap()
-    .id;
+    .await;
     assert!(stored(&rig, second).await.awaiting_input);
     assert!(stored(&rig, third).await.awaiting_input);
     run_until_done(&rig, 3).await;
@@ -403,16 +399,12 @@ async fn an_edit_fails_with_the_reason_when_its_input_job_fails() {
     .await
     .unwrap()
     .id;
-    let second = genq::submit(
-        &rig.db.pool,
-        &NewJob {
-            inputs: vec![InputRef::from_job(first, 0)],
-            ..NewJob::new("the same, in blue")
-        },
+    let second = edit_of(
+        &rig,
+        "the same, in blue",
+        vec![InputRef::from_job(first, 0)],
     )
-    .await
-    .unwrap()
-    .id;
+    .await;
     run_until_done(&rig, 2).await;
     let source = stored(&rig, first).await;
     let edit = stored(&rig, second).await;
@@ -547,16 +539,12 @@ async fn an_edit_waiting_for_its_input_job_is_never_claimed() {
         ..NewJob::new("a knight, front view")
     };
     let first = genq::submit(&rig.db.pool, &later).await.unwrap().id;
-    let edit = genq::submit(
-        &rig.db.pool,
-        &NewJob {
-            inputs: vec![InputRef::from_job(first, 0)],
-            ..NewJob::new("the same knight, side view")
-        },
+    let edit = edit_of(
+        &rig,
+        "the same knight, side view",
+        vec![InputRef::from_job(first, 0)],
     )
-    .await
-    .unwrap()
-    .id;
+    .await;
     let before = stored(&rig, edit).await;
     assert!(before.awaiting_input);
     let detail = genq::store::inspect::detail(&rig.db.pool, edit)
@@ -585,10 +573,7 @@ async fn an_edit_waiting_for_its_input_job_is_never_claimed() {
 #[tokio::test]
 async fn a_repeated_key_with_other_inputs_is_refused() {
     let rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
-    let first = genq::submit(&rig.db.pool, &NewJob::new("a knight"))
-        .await
-        .unwrap()
-        .id;
+    let first = generation(&rig, "a knight").await;
     let edit = |index| NewJob {
         inputs: vec![InputRef::from_job(first, index)],
         idempotency_key: Some("sheet-7".into()),

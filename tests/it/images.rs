@@ -8,7 +8,6 @@ use tokio_util::sync::CancellationToken;
 use genq::api::ApiState;
 use genq::job::NewJob;
 use genq::output::OutputStore;
-use genq::worker::{Retention, Worker, WorkerConfig};
 use genq_sim::SimKey;
 use genq_testkit::rig::{Rig, keys};
 use genq_testkit::{count_state, wait_until};
@@ -99,30 +98,7 @@ async fn retention_deletes_a_pruned_jobs_images_with_its_row() {
     let old = one_succeeded_job(&rig).await;
     let dir = rig.output.join(old.to_string());
     assert!(dir.join("1/0.png").exists());
-    sqlx::query("UPDATE genq.jobs SET finished_at = now() - interval '2 days' WHERE id = $1")
-        .bind(old)
-        .execute(&rig.db.pool)
-        .await
-        .unwrap();
-
-    let config = WorkerConfig {
-        retention: Some(Retention {
-            succeeded: Duration::from_secs(24 * 3600),
-            failed: Duration::from_secs(24 * 3600),
-            every: Duration::from_millis(100),
-        }),
-        images: Some(OutputStore::new(&rig.output)),
-        ..WorkerConfig::default()
-    };
-    let stop = CancellationToken::new();
-    let worker = tokio::spawn(
-        Worker::new(
-            rig.db.pool.clone(),
-            config,
-            rig.provider(keys(&[("a", "sk-a")])),
-        )
-        .run(stop.clone()),
-    );
+    let (worker, stop) = rig.prune_old(old).await;
     wait_until(Duration::from_secs(10), "the old job pruned", || async {
         count_state(&rig.db.pool, "succeeded").await == 0
     })

@@ -12,7 +12,6 @@ use genq::InputRef;
 use genq::api::ApiState;
 use genq::job::{JobState, NewJob};
 use genq::output::ImageError;
-use genq::worker::{Retention, Worker, WorkerConfig};
 use genq_sim::SimKey;
 use genq_testkit::rig::{Rig, keys};
 use genq_testkit::s3::MotoServer;
@@ -162,29 +161,7 @@ async fn retention_deletes_a_pruned_jobs_objects() {
         .id;
     run_until(&rig, "succeeded", 2).await;
     assert_eq!(objects(&moto).await.len(), 2);
-    sqlx::query("UPDATE genq.jobs SET finished_at = now() - interval '2 days' WHERE id = $1")
-        .bind(old)
-        .execute(&rig.db.pool)
-        .await
-        .unwrap();
-    let config = WorkerConfig {
-        retention: Some(Retention {
-            succeeded: Duration::from_secs(24 * 3600),
-            failed: Duration::from_secs(24 * 3600),
-            every: Duration::from_millis(100),
-        }),
-        images: Some(rig.images.clone()),
-        ..WorkerConfig::default()
-    };
-    let stop = CancellationToken::new();
-    let worker = tokio::spawn(
-        Worker::new(
-            rig.db.pool.clone(),
-            config,
-            rig.provider(keys(&[("a", "sk-a")])),
-        )
-        .run(stop.clone()),
-    );
+    let (worker, stop) = rig.prune_old(old).await;
     wait_until(
         Duration::from_secs(10),
         "the old job's objects deleted",
@@ -199,4 +176,137 @@ async fn retention_deletes_a_pruned_jobs_objects() {
         "{left:?}"
     );
     assert_eq!(count_state(&rig.db.pool, "succeeded").await, 1);
+}
+
+/// Neither a store's `Debug` nor a failed write's error shows the secret
+/// key; the error says where it tried to write.
+#[tokio::test]
+async fn nothing_shows_the_secret_and_a_failed_put_says_where() {
+    let moto = MotoServer::start().await;
+    let secret = secret_of(&moto);
+    let output = moto.output(&format!("s3://{BUCKET}/renders"));
+    let shown = format!("{output:?} {}", output.describe());
+    assert!(!shown.contains(&secret), "{shown}");
+    assert!(shown.contains(&format!("s3://{BUCKET}/renders")), "{shown}");
+
+    let missing = moto.output("s3://no-such-bucket/x");
+    let png = genq_sim::png::solid(4, 4, [1, 2, 3, 255]);
+    let response = async_openai::types::images::ImagesResponse {
+        data: vec![std::sync::Arc::new(
+            async_openai::types::images::Image::B64Json {
+                b64_json: std::sync::Arc::new(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    png,
+                )),
+                revised_prompt: None,
+            },
+        )],
+        ..Default::default()
+    };
+    let err = missing
+        .save(uuid::Uuid::new_v4(), 1, response, 1 << 20)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("writing s3://no-such-bucket/x/"), "{err}");
+    assert!(!err.contains(&secret), "{err}");
+}
+
+fn secret_of(moto: &MotoServer) -> String {
+    moto.env()
+        .into_iter()
+        .find(|(k, _)| k == "AWS_SECRET_ACCESS_KEY")
+        .unwrap()
+        .1
+}
+
+/// `genq run` as operators start it: GENQ_OUTPUT_URL and the AWS variables
+/// in its environment; the images go to the bucket, the API redirects to
+/// them, and its debug log says where without the secret.
+#[tokio::test]
+async fn genq_run_writes_to_genq_output_url_with_the_aws_variables() {
+    let moto = MotoServer::start().await;
+    moto.create_bucket(BUCKET).await;
+    let rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
+    let dir = genq_testkit::process::scratch_dir("object-storage");
+    let log = dir.join("genq.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = genq_testkit::process::genq(&dir);
+    cmd.args(["run", "--listen", &listen, "--poll-ms", "100"])
+        .env("DATABASE_URL", &rig.db.url)
+        .env("OPENAI_BASE_URL", &rig.base_url)
+        .env("OPENAI_API_KEYS", "a=sk-a")
+        .env("GENQ_OUTPUT_URL", format!("s3://{BUCKET}/cli"))
+        .env("RUST_LOG", "debug")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("GENQ_KEYS_FILE")
+        .env_remove("GENQ_OUTPUT_DIR")
+        .envs(moto.env())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let run = genq_testkit::ChildGuard(cmd.spawn().unwrap());
+    let base = format!("http://{listen}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "genq run to answer", || async {
+        client.get(format!("{base}/healthz")).send().await.is_ok()
+    })
+    .await;
+    let created: serde_json::Value = client
+        .post(format!("{base}/v1/jobs"))
+        .json(&serde_json::json!({ "prompt": "a lynx" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id: uuid::Uuid = serde_json::from_value(created["id"].clone()).unwrap();
+    wait_until(Duration::from_secs(30), "the job to succeed", || async {
+        count_state(&rig.db.pool, "succeeded").await == 1
+    })
+    .await;
+    let job = genq::store::jobs::get(&rig.db.pool, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let image = &job.images()[0];
+    assert_eq!(image["location"], format!("s3://{BUCKET}/cli/{id}/1/0.png"));
+    let resp = client
+        .get(format!("{base}/v1/jobs/{id}/images/0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 307);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let body = reqwest::get(&location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&body)), image["sha256"]);
+    assert!(
+        !dir.join("genq-output").exists(),
+        "nothing is written to the default directory"
+    );
+    drop(run);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!("s3://{BUCKET}/cli")),
+        "the log says where: {logged}"
+    );
+    assert!(
+        !logged.contains(&secret_of(&moto)),
+        "the log shows the secret"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

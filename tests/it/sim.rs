@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
+use genq_sim::edits::InputPart;
 use genq_sim::{KeyBehavior, RetryHeader, Sim, SimConfig, SimKey, SimStats, key_id};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -450,18 +451,7 @@ async fn an_edit_with_three_images_and_a_mask_reaches_the_sim_whole() {
 
     let log = sim.sim.log();
     assert_eq!(log.len(), 1);
-    let seen: Vec<(&str, Option<&str>, Option<&str>, u64)> = log[0]
-        .parts
-        .iter()
-        .map(|p| {
-            (
-                p.field.as_str(),
-                p.file_name.as_deref(),
-                p.format.as_deref(),
-                p.bytes,
-            )
-        })
-        .collect();
+    let seen: Vec<_> = log[0].parts.iter().map(InputPart::seen).collect();
     let len = |w, h| png(w, h).len() as u64;
     assert_eq!(
         seen,

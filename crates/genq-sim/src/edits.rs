@@ -30,6 +30,18 @@ pub struct InputPart {
     pub bytes: u64,
 }
 
+impl InputPart {
+    /// (field, file name, format, bytes): the part at a glance, for tests.
+    pub fn seen(&self) -> (&str, Option<&str>, Option<&str>, u64) {
+        (
+            self.field.as_str(),
+            self.file_name.as_deref(),
+            self.format.as_deref(),
+            self.bytes,
+        )
+    }
+}
+
 /// The edit's text fields as a JSON request body (numbers as numbers), and
 /// its file parts; or the 400 the API would answer.
 pub async fn read(mut form: Multipart) -> Result<(Vec<u8>, Vec<InputPart>), ApiError> {

@@ -127,6 +127,32 @@ impl Rig {
         (handle, stop)
     }
 
+    /// Backdates job `id`'s end by two days, then runs a worker that prunes
+    /// what is older than a day every 100 ms (deleting images from
+    /// [`Rig::images`]); cancel the token to stop it.
+    pub async fn prune_old(&self, id: uuid::Uuid) -> (JoinHandle<WorkerReport>, CancellationToken) {
+        sqlx::query("UPDATE genq.jobs SET finished_at = now() - interval '2 days' WHERE id = $1")
+            .bind(id)
+            .execute(&self.db.pool)
+            .await
+            .expect("backdating a job");
+        let day = Duration::from_secs(24 * 3600);
+        let config = WorkerConfig {
+            retention: Some(genq::worker::Retention {
+                succeeded: day,
+                failed: day,
+                every: Duration::from_millis(100),
+            }),
+            images: Some(self.images.clone()),
+            ..WorkerConfig::default()
+        };
+        let stop = CancellationToken::new();
+        let provider = self.provider(keys(&[("a", "sk-a")]));
+        let handle =
+            tokio::spawn(Worker::new(self.db.pool.clone(), config, provider).run(stop.clone()));
+        (handle, stop)
+    }
+
     /// Runs `job` with one attempt through key `a` (`sk-a`) against the
     /// provider at `base_url` until it fails: the job and its attempts.
     pub async fn fail_one_job(

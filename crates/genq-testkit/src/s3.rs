@@ -83,9 +83,21 @@ impl MotoServer {
             .with_secret_access_key("genq-test-secret")
     }
 
-    /// An output store writing to `s3://<bucket>/<prefix>` on this server.
+    /// The `AWS_*` settings a genq process would be given for this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "genq-test-key"),
+            ("AWS_SECRET_ACCESS_KEY", "genq-test-secret"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into()
+    }
+
+    /// An output store writing to `url` (`s3://<bucket>/<prefix>`) on this server.
     pub fn output(&self, url: &str) -> OutputStore {
-        OutputStore::s3_with(url, self.builder()).expect("an S3 output store")
+        OutputStore::s3(url, self.env()).expect("an S3 output store")
     }
 }
 

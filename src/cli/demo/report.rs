@@ -108,17 +108,11 @@ async fn step(pool: &PgPool, id: uuid::Uuid) -> Result<PipelineStep> {
         .await?
         .with_context(|| format!("pipeline job {id} is gone"))?;
     let images = job
-        .result
-        .as_ref()
-        .and_then(|r| r["images"].as_array())
-        .map(|images| {
-            images
-                .iter()
-                .filter_map(|i| i.get("location").or(i.get("path"))?.as_str())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+        .images()
+        .iter()
+        .filter_map(|i| i.get("location").or(i.get("path"))?.as_str())
+        .map(str::to_string)
+        .collect();
     Ok(PipelineStep {
         id,
         state: job.state,
