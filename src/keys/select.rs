@@ -56,6 +56,8 @@ pub struct Slot<'a> {
     /// than `BATCH_HORIZON`): the send is then booked at the moment it
     /// happens ([`buckets::book_sent`]).
     pub slow: bool,
+    /// The key's place in the keyring.
+    index: usize,
 }
 
 /// A slot granted by a reservation and not yet handed out.
@@ -219,7 +221,31 @@ impl Keyring {
             key: &self.keys[granted.key],
             bucket: granted.bucket,
             slow: granted.slow,
+            index: granted.key,
         })
+    }
+
+    /// Gives a slot that was taken but never used for a request (the job
+    /// could not be sent) back to its bucket, with the `cost` in images it
+    /// reserved.
+    pub async fn return_taken(
+        &self,
+        pool: &PgPool,
+        slot: Slot<'_>,
+        cost: u32,
+    ) -> Result<(), StoreError> {
+        {
+            let mut probing = self.probing.lock().expect("probing lock");
+            if probing.is_some_and(|(p, _)| p == slot.index) {
+                *probing = None;
+            }
+        }
+        let unused = Unused {
+            bucket_id: slot.bucket,
+            requests: 1,
+            images: cost as i32,
+        };
+        buckets::give_back(pool, &[unused]).await
     }
 
     /// Gives `n` slots of `model` back to their buckets: the worker claimed

@@ -86,31 +86,41 @@ impl<C: ImagesApi> ImagesProvider<C> {
                 error: err.to_string(),
             });
         }
-        // An edit's images are read before its slot is taken: one that
-        // cannot be read gives its slot back, and no key is charged.
-        let inputs = match job.operation {
-            Operation::Generate => None,
-            Operation::Edit => {
-                match resolve::resolve(&self.pool, &self.output, job.id, self.urls).await {
-                    Ok(inputs) => Some(inputs),
-                    Err(err) => {
-                        self.give_back_slots(&job.model, 1).await;
-                        return Execution::without_call(match err {
-                            ResolveError::Refused(error) => Outcome::Failed { error },
-                            ResolveError::NotReady(reason) => Outcome::Reschedule { reason },
-                            ResolveError::Transient(error) => Outcome::Retry { error },
-                        });
-                    }
-                }
-            }
-        };
         match self.keyring.take(&job.model).await {
-            Some(slot) => self.call(job, &job.model, slot, inputs.as_ref()).await,
+            Some(slot) => {
+                // An edit's images are read once its slot is taken (a slot
+                // untaken for long goes stale; one sent late is never too
+                // early). Images that cannot be read give the slot back.
+                let inputs = match job.operation {
+                    Operation::Generate => None,
+                    Operation::Edit => match self.inputs(job).await {
+                        Ok(inputs) => Some(inputs),
+                        Err(err) => {
+                            let cost = catalog::image_count(&job.params);
+                            if let Err(e) = self.keyring.return_taken(&self.pool, slot, cost).await
+                            {
+                                tracing::warn!(error = %e, "giving back an unused slot failed; it lapses");
+                            }
+                            return Execution::without_call(match err {
+                                ResolveError::Refused(error) => Outcome::Failed { error },
+                                ResolveError::NotReady(reason) => Outcome::Reschedule { reason },
+                                ResolveError::Transient(error) => Outcome::Retry { error },
+                            });
+                        }
+                    },
+                };
+                self.call(job, &job.model, slot, inputs.as_ref()).await
+            }
             // Its slot went stale (the claim took too long): back in line.
             None => Execution::without_call(Outcome::Reschedule {
                 reason: format!("no slot was left for {} when the job ran", job.model),
             }),
         }
+    }
+
+    /// The images and mask an edit sends.
+    async fn inputs(&self, job: &Job) -> Result<EditInputs, ResolveError> {
+        resolve::resolve(&self.pool, &self.output, job.id, self.urls).await
     }
 
     async fn give_back_slots(&self, model: &str, n: usize) {

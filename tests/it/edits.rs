@@ -321,6 +321,37 @@ async fn a_url_on_a_private_address_is_refused_at_submit_and_by_the_worker() {
     assert!(rig.sim.log().is_empty(), "nothing was sent");
 }
 
+/// An input URL that takes longer to answer than a reserved slot stays
+/// fresh (250 ms on a fast key) is still sent once fetched, not put back in
+/// line again and again.
+#[tokio::test]
+async fn a_slow_url_input_is_sent_once_fetched() {
+    let rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
+    let hero = png(24, 24, 9);
+    let app = axum::Router::new().fallback(move || {
+        let body = hero.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            ([("content-type", "image/png")], body)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let job = NewJob {
+        inputs: vec![InputRef::url(format!("{server}/hero.png"))],
+        ..NewJob::new("the hero, waving")
+    };
+    let id = genq::submit_with(&rig.db.pool, &job, UrlPolicy::ALLOW_PRIVATE)
+        .await
+        .unwrap()
+        .id;
+    run_until_done(&rig, 1).await;
+    let done = stored(&rig, id).await;
+    assert_eq!(done.state, JobState::Succeeded, "{:?}", done.last_error);
+    assert_eq!(rig.sim.log().len(), 1);
+}
+
 #[tokio::test]
 async fn a_url_input_is_fetched_and_sent() {
     let rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
