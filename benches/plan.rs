@@ -2,11 +2,13 @@
 //! statements a worker sends (genq's own store functions, not copies), with
 //! PostgreSQL's `auto_explain` reporting each one's actual plan.
 //!
-//! 1,000,000 succeeded jobs plus 10,000 queued (in 4 models), `VACUUM
-//! ANALYZE`d; then one `due_models` look, one `claim_model` of 256 and one
-//! plain `claim` of 256, each printed with its plan and time.
+//! 1,000,000 succeeded jobs plus 10,000 queued (in 4 models) and 100,000
+//! edits waiting for their input jobs (queued, `awaiting_input`, older than
+//! every due job, so first in line if a claim saw them), `VACUUM ANALYZE`d;
+//! then one `due_models` look, one `claim_model` of 256 and one plain
+//! `claim` of 256, each printed with its plan and time.
 //!
-//! `cargo bench --bench plan -- [finished=1000000] [queued=10000] [batch=256]`
+//! `cargo bench --bench plan -- [finished=1000000] [queued=10000] [waiting=100000] [batch=256]`
 //! Needs a superuser connection (`LOAD 'auto_explain'`): the private cluster,
 //! or a `DATABASE_URL` whose user is one.
 
@@ -83,6 +85,7 @@ fn without_costs(line: &str) -> String {
 fn main() {
     let finished: i64 = arg("finished", 1_000_000);
     let queued: i64 = arg("queued", 10_000);
+    let waiting: i64 = arg("waiting", 100_000);
     let batch: usize = arg("batch", 256);
     let notices = Notices::default();
     tracing::subscriber::set_global_default(
@@ -114,6 +117,15 @@ fn main() {
         .execute(&db.pool)
         .await
         .unwrap();
+        sqlx::query(
+            "INSERT INTO genq.jobs (prompt, model, operation, awaiting_input, run_at)
+             SELECT 'waiting ' || i, 'gpt-image-1', 'edit', true, now() - interval '1 day'
+               FROM generate_series(1, $1) i",
+        )
+        .bind(waiting)
+        .execute(&db.pool)
+        .await
+        .unwrap();
         sqlx::query("VACUUM ANALYZE genq.jobs")
             .execute(&db.pool)
             .await
@@ -140,7 +152,7 @@ fn main() {
         let lease = Duration::from_secs(60);
         let queues = ["default".to_string()];
         println!(
-            "plan: {finished} finished + {queued} queued jobs, claim batch {batch}, PostgreSQL's actual plans (auto_explain):"
+            "plan: {finished} finished + {queued} queued jobs + {waiting} edits waiting for input, claim batch {batch}, PostgreSQL's actual plans (auto_explain):"
         );
 
         let started = std::time::Instant::now();
@@ -178,6 +190,10 @@ fn main() {
             .await
             .unwrap();
         let took = started.elapsed();
+        assert!(
+            claimed.iter().all(|j| !j.awaiting_input),
+            "a claim took an edit that waits for its input"
+        );
         println!(
             "plan: claim of {} (a provider without limits): {:.2} ms round trip ({:.3} ms per job)\n{}",
             claimed.len(),

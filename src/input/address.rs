@@ -35,12 +35,23 @@ pub enum UrlError {
     #[error("carries a user name or password; genq does not send credentials in URLs")]
     Credentials,
     #[error(
-        "points at {host} ({addr}), a private, loopback or link-local address; genq fetches \
-         only public addresses unless GENQ_ALLOW_PRIVATE_URLS is set"
+        "points at {host}{}, a private, loopback or link-local address; genq fetches \
+         only public addresses unless GENQ_ALLOW_PRIVATE_URLS is set",
+        resolved(host, addr)
     )]
     Private { host: String, addr: IpAddr },
     #[error("host {host} could not be resolved: {why}")]
     Resolve { host: String, why: String },
+}
+
+/// ` (resolves to <addr>)` when `host` is a name, nothing for an address.
+fn resolved(host: &str, addr: &IpAddr) -> String {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if literal.parse::<IpAddr>().is_ok() {
+        String::new()
+    } else {
+        format!(" (resolves to {addr})")
+    }
 }
 
 /// `url` parsed, if its shape is one genq fetches (the address is checked
@@ -241,6 +252,19 @@ mod tests {
             );
             assert_eq!(check_at_submit(url, UrlPolicy::ALLOW_PRIVATE).await, Ok(()));
         }
+        let said = |url: &'static str| async move {
+            check_at_submit(url, deny).await.unwrap_err().to_string()
+        };
+        assert!(
+            said("http://10.1.2.3/a.png")
+                .await
+                .starts_with("points at 10.1.2.3, a private"),
+        );
+        let named = said("http://localhost:9/a.png").await;
+        assert!(
+            named.starts_with("points at localhost (resolves to "),
+            "{named}"
+        );
         // A name that does not resolve (no DNS here) waits for the worker's check.
         assert_eq!(
             check_at_submit("https://images.invalid/a.png", deny).await,
