@@ -208,6 +208,10 @@ pub struct NewJob {
     /// An edit's mask: where it is transparent, the first image is changed.
     #[serde(default)]
     pub mask: Option<InputRef>,
+    /// Where to POST the job's JSON when it ends (else its queue's
+    /// `GENQ_WEBHOOK_URL`).
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 impl NewJob {
@@ -253,7 +257,8 @@ impl NewJob {
     pub fn differences(&self, existing: &Job) -> Vec<&'static str> {
         let mut differs = Vec::new();
         let empty = Value::Object(Default::default());
-        let rows: [(&'static str, bool); 9] = [
+        let rows: [(&'static str, bool); 10] = [
+            ("callback_url", self.callback_url == existing.callback_url),
             ("operation", self.operation() == existing.operation),
             ("queue", self.queue() == existing.queue),
             ("model", self.model() == existing.model),
@@ -301,6 +306,8 @@ pub struct Job {
     pub operation: Operation,
     /// Queued but not claimable until its input jobs have succeeded.
     pub awaiting_input: bool,
+    /// Where its completion webhook goes (else its queue's default).
+    pub callback_url: Option<String>,
     pub run_at: DateTime<Utc>,
     pub attempts: i32,
     pub max_attempts: i32,
@@ -373,6 +380,7 @@ mod tests {
             state: JobState::Queued,
             operation: Operation::Generate,
             awaiting_input: false,
+            callback_url: None,
             run_at: at,
             attempts,
             max_attempts: DEFAULT_MAX_ATTEMPTS,

@@ -74,6 +74,8 @@
 //! - [`retry`]: backoff delays as a pure function of the attempt number.
 //! - [`output`]: images stored as `<job id>/<attempt>/<n>.<ext>` under
 //!   `GENQ_OUTPUT_DIR` or in S3 (`GENQ_OUTPUT_URL`), and read back by key.
+//! - [`webhook`]: completion webhooks: the outbox's delivery loop and the
+//!   Standard Webhooks signature.
 //! - [`api`]: the HTTP API of `genq serve` / `genq run`.
 //! - [`metrics`]: Prometheus counters, histograms and database gauges.
 //! - [`db`], [`telemetry`], [`secret`], [`duration`]: the connection pool,
@@ -98,6 +100,7 @@ pub mod store;
 pub mod submit;
 pub mod telemetry;
 pub(crate) mod validation;
+pub mod webhook;
 pub mod worker;
 
 pub use input::{InputRef, UrlPolicy};

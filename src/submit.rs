@@ -6,6 +6,7 @@
 use sqlx::PgPool;
 
 use crate::input::UrlPolicy;
+use crate::input::address::{self, UrlError};
 use crate::job::{InvalidJob, NewJob};
 use crate::store::StoreError;
 use crate::store::jobs::{self, Inserted};
@@ -28,6 +29,9 @@ pub enum SubmitError {
     /// that does not exist, a URL genq will not fetch.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// `callback_url` is not an http(s) URL genq will call.
+    #[error("callback_url {0}")]
+    CallbackUrl(UrlError),
     /// The idempotency key was used before for a different job; `fields`
     /// are the ones that differ. Resend the same job to get it back, or use
     /// a new key for a new job.
@@ -54,6 +58,9 @@ pub fn validate(job: &NewJob) -> Result<(), SubmitError> {
     let params = job.params.as_ref().unwrap_or(&no_params);
     validation::params::validate(job.model(), &job.prompt, params)?;
     validation::inputs::check(job)?;
+    if let Some(url) = &job.callback_url {
+        address::parse(url).map_err(SubmitError::CallbackUrl)?;
+    }
     Ok(())
 }
 
@@ -74,6 +81,11 @@ pub async fn submit_with(
     validate(job)?;
     let inputs = validation::inputs::check(job)?;
     validation::inputs::check_sources(pool, &inputs, urls).await??;
+    if let Some(url) = &job.callback_url {
+        address::check_at_submit(url, urls)
+            .await
+            .map_err(SubmitError::CallbackUrl)?;
+    }
     match jobs::enqueue(pool, job).await? {
         Inserted::New(enqueued) => Ok(enqueued),
         Inserted::Existing(existing) => {

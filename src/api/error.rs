@@ -90,6 +90,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::Field(err) => err.into(),
             SubmitError::Params(err) => ApiError::bad_request(err.to_string()),
             SubmitError::Input(err) => ApiError::bad_request(err.to_string()),
+            err @ SubmitError::CallbackUrl(_) => ApiError::bad_request(err.to_string()),
             err @ SubmitError::IdempotencyConflict { .. } => ApiError::conflict(err.to_string()),
             SubmitError::Store(err) => err.into(),
         }

@@ -58,7 +58,8 @@ pub fn spec() -> Value {
                         "expires_at": { "type": "string", "format": "date-time" },
                         "operation": { "enum": ["generate", "edit"], "description": "default: edit when inputs are given, else generate" },
                         "inputs": { "type": "array", "maxItems": 16, "items": { "$ref": "#/components/schemas/Input" }, "description": "an edit's images, in order" },
-                        "mask": { "$ref": "#/components/schemas/Input" }
+                        "mask": { "$ref": "#/components/schemas/Input" },
+                        "callback_url": { "type": "string", "format": "uri", "description": "POST the job's JSON here when it ends, signed (Standard Webhooks); else the queue's GENQ_WEBHOOK_URL" }
                     }
                 },
                 "Input": {

@@ -163,6 +163,18 @@ async fn show(args: ShowArgs) -> Result<()> {
     for input in &detail.inputs {
         println!("input: {input}");
     }
+    for w in &detail.webhooks {
+        println!(
+            "webhook: {} {} after {} send(s), last answer {}{}",
+            w.url,
+            w.state,
+            w.attempts,
+            w.last_status.map_or("none".into(), |s| s.to_string()),
+            w.last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!(": {e}"))
+        );
+    }
     if let Some(waiting) = waiting {
         println!("{waiting}");
     }

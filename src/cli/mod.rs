@@ -6,7 +6,8 @@
 //!   [`jobs`], [`keys`], [`sim`], [`demo`];
 //! - shared: [`db`] (the database flag and connections), [`provider`] (the
 //!   one place an `ImagesProvider` is wired), [`shutdown`] (SIGTERM/SIGINT),
-//!   [`table`] (aligned columns), [`urls`] (which input URLs may be fetched), [`output`] (where images go).
+//!   [`table`] (aligned columns), [`urls`] (which input URLs may be fetched), [`output`] (where images go),
+//!   [`webhook`] (completion webhooks).
 
 pub mod db;
 pub mod demo;
@@ -22,4 +23,5 @@ pub mod sim;
 pub mod submit;
 pub mod table;
 pub mod urls;
+pub mod webhook;
 pub mod worker;

@@ -47,6 +47,9 @@ pub struct SubmitArgs {
     /// The edit's mask (a PNG), named like an input.
     #[arg(long, value_name = "REF")]
     pub mask: Option<String>,
+    /// POST the job's JSON here when it ends (signed; see the README).
+    #[arg(long)]
+    pub callback_url: Option<String>,
     #[command(flatten)]
     pub urls: super::urls::UrlArgs,
 }
@@ -108,6 +111,7 @@ pub async fn run(args: SubmitArgs) -> Result<()> {
             .map(|i| input_ref(i))
             .collect::<Result<_>>()?,
         mask: args.mask.as_deref().map(input_ref).transpose()?,
+        callback_url: args.callback_url,
     };
     genq::submit::validate(&job)?;
     let pool = genq::db::connect(&args.db.database_url, 2)

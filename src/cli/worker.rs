@@ -30,6 +30,8 @@ pub enum ProviderKind {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub webhooks: super::webhook::WebhookArgs,
     /// Jobs in flight at once in this process.
     #[arg(long, env = "GENQ_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
@@ -156,6 +158,10 @@ pub async fn run_worker(
         fallback_after: Duration::from_secs_f64(args.openai.fallback_after_secs),
         image_bytes_in_flight: args.openai.image_mib_in_flight * 1024 * 1024,
         images: Some(args.openai.output.store()?),
+        webhooks: args
+            .webhooks
+            .apply(&pool, args.openai.urls.policy())
+            .await?,
         ..WorkerConfig::default()
     };
     let report = match args.provider {

@@ -226,6 +226,9 @@ pub struct JobDetail {
     pub waiting: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<serde_json::Value>,
+    /// Its completion webhooks: where, how many sends, the last answer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<super::webhooks::DeliveryStatus>,
 }
 
 /// Job `id` in detail, if it exists.
@@ -253,10 +256,12 @@ pub async fn detail(pool: &PgPool, id: Uuid) -> Result<Option<JobDetail>, StoreE
         JobState::Queued => super::keys::waiting_reason(pool, &job.model).await?,
         _ => None,
     };
+    let webhooks = super::webhooks::for_job(pool, id).await?;
     Ok(Some(JobDetail {
         job,
         attempts,
         waiting,
+        webhooks,
         inputs: inputs.iter().map(crate::input::Input::to_json).collect(),
     }))
 }

@@ -62,6 +62,7 @@ pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Inserted, StoreError
         job.idempotency_key.as_deref(),
         job.expires_at,
         job.operation().as_str(),
+        job.callback_url.as_deref(),
     )
     .fetch_optional(&mut *tx)
     .await

@@ -6,6 +6,7 @@
 //! - [`inputs`]: an edit's input images and mask; uploaded images.
 //! - [`buckets`]: the shared GCRA buckets per (account or key, model).
 //! - [`migrate`]: the embedded migrations.
+//! - [`webhooks`]: the completion webhook outbox and default URLs.
 //! - `storable`: outside text and JSON made storable (no NUL, bounded).
 
 pub mod buckets;
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod migrate;
 pub(crate) mod storable;
 mod text_enum;
+pub mod webhooks;
 
 pub(crate) use text_enum::text_enum;
 

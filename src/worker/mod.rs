@@ -75,6 +75,9 @@ pub struct WorkerConfig {
     /// Where this worker's images are written: retention deletes a pruned
     /// job's images there with its row. `None` leaves files alone.
     pub images: Option<crate::output::OutputStore>,
+    /// Delivers completion webhooks (`crate::webhook`); `None` leaves them
+    /// to other workers.
+    pub webhooks: Option<crate::webhook::WebhookConfig>,
 }
 
 /// How long finished jobs (and their attempts) are kept before pruning.
@@ -113,6 +116,7 @@ impl Default for WorkerConfig {
             fallback_after: Duration::from_secs(30),
             image_bytes_in_flight: 512 * 1024 * 1024,
             images: None,
+            webhooks: None,
         }
     }
 }
@@ -202,6 +206,13 @@ impl<P: Provider> Worker<P> {
                 pool.clone(),
                 retention,
                 cfg.images.clone(),
+                background_stop.clone(),
+            ));
+        }
+        if let Some(webhooks) = cfg.webhooks.clone() {
+            background.spawn(crate::webhook::deliver::run(
+                pool.clone(),
+                webhooks,
                 background_stop.clone(),
             ));
         }

@@ -77,6 +77,7 @@ mod tests {
             state: JobState::Running,
             operation: crate::job::Operation::Generate,
             awaiting_input: false,
+            callback_url: None,
             run_at: now,
             attempts,
             max_attempts,

@@ -1,7 +1,7 @@
 -- Jobs in state $1 (any when NULL) created since $2, at most $3, newest
 -- first; with $4/$5, only those after that (created_at, id) keyset.
 SELECT id, queue, model, prompt, params, priority, state AS "state: JobState", operation AS "operation: Operation",
-       awaiting_input, run_at, attempts,
+       awaiting_input, callback_url, run_at, attempts,
           max_attempts, idempotency_key, result, last_error, locked_by, lease_expires_at,
           expires_at, created_at, updated_at, started_at, finished_at, seq
   FROM genq.jobs

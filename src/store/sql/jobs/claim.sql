@@ -13,7 +13,7 @@ UPDATE genq.jobs j
        started_at = now(), updated_at = now()
   FROM picked
  WHERE j.id = picked.id
-RETURNING j.id, j.queue, j.model, j.prompt, j.params, j.priority, j.state AS "state: JobState", j.operation AS "operation: Operation", j.awaiting_input,
+RETURNING j.id, j.queue, j.model, j.prompt, j.params, j.priority, j.state AS "state: JobState", j.operation AS "operation: Operation", j.awaiting_input, j.callback_url,
           j.run_at, j.attempts, j.max_attempts, j.idempotency_key, j.result, j.last_error,
           j.locked_by, j.lease_expires_at, j.expires_at, j.created_at, j.updated_at,
           j.started_at, j.finished_at, j.seq
