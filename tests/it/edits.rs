@@ -251,11 +251,15 @@ async fn bad_inputs_are_refused_at_submit_and_nothing_is_written() {
     stop.cancel();
 }
 
-/// A loopback HTTP server answering every path with `body`: its base URL.
-async fn image_server(body: Vec<u8>) -> String {
+/// A loopback HTTP server answering every path with `body` after `delay`:
+/// its base URL.
+async fn image_server(body: Vec<u8>, delay: Duration) -> String {
     let app = axum::Router::new().fallback(move || {
         let body = body.clone();
-        async move { ([("content-type", "image/png")], body) }
+        async move {
+            tokio::time::sleep(delay).await;
+            ([("content-type", "image/png")], body)
+        }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -263,10 +267,22 @@ async fn image_server(body: Vec<u8>) -> String {
     base
 }
 
+/// Submits an edit of `<server>/hero.png`, private addresses allowed: its id.
+async fn edit_of_url(rig: &Rig, server: &str) -> Uuid {
+    let job = NewJob {
+        inputs: vec![InputRef::url(format!("{server}/hero.png"))],
+        ..NewJob::new("the hero, waving")
+    };
+    genq::submit_with(&rig.db.pool, &job, UrlPolicy::ALLOW_PRIVATE)
+        .await
+        .unwrap()
+        .id
+}
+
 #[tokio::test]
 async fn a_url_on_a_private_address_is_refused_at_submit_and_by_the_worker() {
     let mut rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
-    let server = image_server(png(16, 16, 5)).await;
+    let server = image_server(png(16, 16, 5), Duration::ZERO).await;
     let job = NewJob {
         inputs: vec![InputRef::url(format!("{server}/hero.png"))],
         ..NewJob::new("the hero, waving")
@@ -327,25 +343,8 @@ async fn a_url_on_a_private_address_is_refused_at_submit_and_by_the_worker() {
 #[tokio::test]
 async fn a_slow_url_input_is_sent_once_fetched() {
     let rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
-    let hero = png(24, 24, 9);
-    let app = axum::Router::new().fallback(move || {
-        let body = hero.clone();
-        async move {
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            ([("content-type", "image/png")], body)
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let job = NewJob {
-        inputs: vec![InputRef::url(format!("{server}/hero.png"))],
-        ..NewJob::new("the hero, waving")
-    };
-    let id = genq::submit_with(&rig.db.pool, &job, UrlPolicy::ALLOW_PRIVATE)
-        .await
-        .unwrap()
-        .id;
+    let server = image_server(png(24, 24, 9), Duration::from_millis(800)).await;
+    let id = edit_of_url(&rig, &server).await;
     run_until_done(&rig, 1).await;
     let done = stored(&rig, id).await;
     assert_eq!(done.state, JobState::Succeeded, "{:?}", done.last_error);
@@ -356,15 +355,8 @@ async fn a_slow_url_input_is_sent_once_fetched() {
 async fn a_url_input_is_fetched_and_sent() {
     let rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
     let hero = png(24, 24, 7);
-    let server = image_server(hero.clone()).await;
-    let job = NewJob {
-        inputs: vec![InputRef::url(format!("{server}/hero.png"))],
-        ..NewJob::new("the hero, waving")
-    };
-    let id = genq::submit_with(&rig.db.pool, &job, UrlPolicy::ALLOW_PRIVATE)
-        .await
-        .unwrap()
-        .id;
+    let server = image_server(hero.clone(), Duration::ZERO).await;
+    let id = edit_of_url(&rig, &server).await;
     run_until_done(&rig, 1).await;
     assert_eq!(stored(&rig, id).await.state, JobState::Succeeded);
     let log = rig.sim.log();
