@@ -1,13 +1,14 @@
 //! The one way genq's own code enqueues a job (CLI, HTTP API, library users):
 //! validate (the job's fields, its params against the model catalogue, an
-//! edit's inputs and what they name), then insert the job with its inputs. Plain SQL inserts skip this and rely on the table's CHECKs
-//! and on the worker's checks at claim time.
+//! edit's inputs and what they name), then insert the job with its inputs.
+//! Plain SQL inserts skip this and rely on the table's CHECKs and on the
+//! worker's checks at claim time.
 
 use sqlx::PgPool;
 
-use crate::input::UrlPolicy;
 use crate::input::address::{self, UrlError};
-use crate::job::{InvalidJob, NewJob};
+use crate::input::{Input, UrlPolicy};
+use crate::job::{InvalidJob, NewJob, Operation};
 use crate::store::StoreError;
 use crate::store::jobs::{self, Inserted};
 use crate::validation::{self, InputError, ParamError};
@@ -53,15 +54,20 @@ pub enum SubmitError {
 /// Everything [`submit`] checks before it writes, for callers that want to
 /// refuse a job before they even connect.
 pub fn validate(job: &NewJob) -> Result<(), SubmitError> {
+    checked(job).map(drop)
+}
+
+/// [`validate`], giving the job's inputs as rows.
+fn checked(job: &NewJob) -> Result<Vec<Input>, SubmitError> {
     validation::fields::check(job)?;
     let no_params = serde_json::json!({});
     let params = job.params.as_ref().unwrap_or(&no_params);
     validation::params::validate(job.model(), &job.prompt, params)?;
-    validation::inputs::check(job)?;
+    let inputs = validation::inputs::check(job)?;
     if let Some(url) = &job.callback_url {
         address::parse(url).map_err(SubmitError::CallbackUrl)?;
     }
-    Ok(())
+    Ok(inputs)
 }
 
 /// Validates `job` and enqueues it. With an idempotency key that was seen
@@ -78,8 +84,7 @@ pub async fn submit_with(
     job: &NewJob,
     urls: UrlPolicy,
 ) -> Result<Enqueued, SubmitError> {
-    validate(job)?;
-    let inputs = validation::inputs::check(job)?;
+    let inputs = checked(job)?;
     validation::inputs::check_sources(pool, &inputs, urls).await??;
     if let Some(url) = &job.callback_url {
         address::check_at_submit(url, urls)
@@ -90,7 +95,10 @@ pub async fn submit_with(
         Inserted::New(enqueued) => Ok(enqueued),
         Inserted::Existing(existing) => {
             let mut fields = job.differences(&existing);
-            if crate::store::inputs::for_job(pool, existing.id).await? != inputs {
+            // Only an edit has inputs (a differing operation is named already).
+            if existing.operation == Operation::Edit
+                && crate::store::inputs::for_job(pool, existing.id).await? != inputs
+            {
                 fields.push("inputs");
             }
             if !fields.is_empty() {
