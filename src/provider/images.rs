@@ -79,12 +79,15 @@ impl<C: ImagesApi> ImagesProvider<C> {
     async fn run(&self, job: &Job) -> Execution {
         // A job the client cannot send fails before its slot is used, and
         // the slot goes back: no key is charged for it.
-        if let Err(err) = crate::validation::params::validate(&job.model, &job.prompt, &job.params)
-        {
-            self.give_back_slots(&job.model, 1).await;
-            return Execution::without_call(Outcome::Failed {
-                error: err.to_string(),
+        let checked = crate::validation::params::validate(&job.model, &job.prompt, &job.params)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                crate::validation::inputs::operation_params(job.operation, &job.params)
+                    .map_err(|e| e.to_string())
             });
+        if let Err(error) = checked {
+            self.give_back_slots(&job.model, 1).await;
+            return Execution::without_call(Outcome::Failed { error });
         }
         match self.keyring.take(&job.model).await {
             Some(slot) => {

@@ -277,6 +277,8 @@ fn build_edit_request(
         input_fidelity: fidelity,
         quality: base.quality,
         safety_identifier: base.safety_identifier,
+        #[allow(deprecated)]
+        user: base.user,
         ..CreateImageEditRequest::default()
     })
 }

@@ -19,6 +19,10 @@ pub enum InputError {
     #[error("input_fidelity applies to edits; remove it from params or make the job an edit")]
     FidelityOnGenerate,
     #[error(
+        "moderation applies to generations; the edit endpoint has no such parameter, remove it"
+    )]
+    ModerationOnEdit,
+    #[error(
         "an edit needs at least one input image: give inputs, e.g. \
          [{{\"upload\": \"<id from POST /v1/uploads>\"}}]"
     )]
@@ -52,18 +56,13 @@ pub enum InputError {
 pub fn check(job: &NewJob) -> Result<Vec<Input>, InputError> {
     let inputs = input::rows(&job.inputs, job.mask.as_ref())
         .map_err(|(label, why)| InputError::Source { label, why })?;
+    if let Some(params) = &job.params {
+        operation_params(job.operation(), params)?;
+    }
     match job.operation() {
         Operation::Generate => {
             if !inputs.is_empty() {
                 return Err(InputError::InputsOnGenerate);
-            }
-            if job
-                .params
-                .as_ref()
-                .and_then(|p| p.get("input_fidelity"))
-                .is_some_and(|v| !v.is_null())
-            {
-                return Err(InputError::FidelityOnGenerate);
             }
         }
         Operation::Edit => {
@@ -85,6 +84,21 @@ pub fn check(job: &NewJob) -> Result<Vec<Input>, InputError> {
         }
     }
     Ok(inputs)
+}
+
+/// Refuses params only the other operation takes (`input_fidelity` on a
+/// generation, `moderation` on an edit), which its request could not carry.
+/// Submit checks it, and the worker again for rows inserted with plain SQL.
+pub fn operation_params(
+    operation: Operation,
+    params: &serde_json::Value,
+) -> Result<(), InputError> {
+    let given = |key: &str| params.get(key).is_some_and(|v| !v.is_null());
+    match operation {
+        Operation::Generate if given("input_fidelity") => Err(InputError::FidelityOnGenerate),
+        Operation::Edit if given("moderation") => Err(InputError::ModerationOnEdit),
+        _ => Ok(()),
+    }
 }
 
 /// Checks what the inputs name: uploads and jobs exist (an input job's
@@ -198,6 +212,20 @@ mod tests {
             (
                 edit(vec![InputRef::upload(id), InputRef::default()]),
                 Some("inputs[1] must name exactly one of upload"),
+            ),
+            (
+                NewJob {
+                    params: Some(serde_json::json!({"moderation": "low"})),
+                    ..edit(vec![InputRef::upload(id)])
+                },
+                Some("moderation applies to generations"),
+            ),
+            (
+                NewJob {
+                    params: Some(serde_json::json!({"moderation": "low"})),
+                    ..NewJob::new("fox")
+                },
+                None,
             ),
             (
                 edit(vec![InputRef::url("ftp://x.test/a.png")]),

@@ -611,3 +611,49 @@ async fn a_repeated_key_with_other_inputs_is_refused() {
     }
     assert_eq!(count(&rig, "inputs").await, 1);
 }
+
+/// `moderation` exists only for generations: an edit carrying it is refused
+/// at submit, and a plain-SQL one fails with the same words before anything
+/// is sent, instead of the parameter being dropped.
+#[tokio::test]
+async fn a_param_the_edit_endpoint_lacks_is_refused_not_dropped() {
+    let rig = Rig::new(vec![SimKey::new("sk-a", 6000)]).await;
+    let first = generation(&rig, "a red fox").await;
+    let job = NewJob {
+        inputs: vec![InputRef::from_job(first, 0)],
+        params: Some(serde_json::json!({"moderation": "low"})),
+        ..NewJob::new("the fox, in winter")
+    };
+    match genq::submit(&rig.db.pool, &job).await {
+        Err(SubmitError::Input(err)) => {
+            assert!(
+                err.to_string()
+                    .contains("moderation applies to generations"),
+                "{err}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let edit: Uuid = sqlx::query_scalar(
+        "WITH j AS (INSERT INTO genq.jobs (operation, prompt, params)
+                    VALUES ('edit', 'the fox, in winter', '{\"moderation\": \"low\"}') RETURNING id)
+         INSERT INTO genq.inputs (job_id, from_job) SELECT id, $1 FROM j RETURNING job_id",
+    )
+    .bind(first)
+    .fetch_one(&rig.db.pool)
+    .await
+    .unwrap();
+    run_until_done(&rig, 2).await;
+    let failed = stored(&rig, edit).await;
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(
+        failed
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("moderation applies to generations"),
+        "{:?}",
+        failed.last_error
+    );
+    assert_eq!(rig.sim.log().len(), 1, "only the generation was sent");
+}
