@@ -234,50 +234,53 @@ impl Keyring {
         slot: Slot<'_>,
         cost: u32,
     ) -> Result<(), StoreError> {
-        {
-            let mut probing = self.probing.lock().expect("probing lock");
-            if probing.is_some_and(|(p, _)| p == slot.index) {
-                *probing = None;
-            }
-        }
-        let unused = Unused {
-            bucket_id: slot.bucket,
-            requests: 1,
-            images: cost as i32,
-        };
-        buckets::give_back(pool, &[unused]).await
+        self.return_unsent(pool, vec![(slot.index, slot.bucket, cost)])
+            .await
     }
 
     /// Gives `n` slots of `model` back to their buckets: the worker claimed
     /// fewer jobs than it reserved for, or a job failed before its call.
     pub async fn give_back(&self, pool: &PgPool, model: &str, n: usize) -> Result<(), StoreError> {
-        let returned: Vec<Granted> = {
+        let returned: Vec<(usize, String, u32)> = {
             let mut all = self.granted.lock().expect("granted lock");
             let Some(queue) = all.get_mut(model) else {
                 return Ok(());
             };
             let keep = queue.len().saturating_sub(n);
-            queue.drain(keep..).collect()
+            queue
+                .drain(keep..)
+                .map(|g| (g.key, g.bucket, g.cost))
+                .collect()
         };
+        self.return_unsent(pool, returned).await
+    }
+
+    /// Returns slots no request was sent for, `(key, bucket, cost)`, to
+    /// their buckets.
+    async fn return_unsent(
+        &self,
+        pool: &PgPool,
+        returned: Vec<(usize, String, u32)>,
+    ) -> Result<(), StoreError> {
         if returned.is_empty() {
             return Ok(());
         }
         {
             // A new key's first request that was never sent probes nothing.
             let mut probing = self.probing.lock().expect("probing lock");
-            if probing.is_some_and(|(p, _)| returned.iter().any(|g| g.key == p)) {
+            if probing.is_some_and(|(p, _)| returned.iter().any(|(key, _, _)| *key == p)) {
                 *probing = None;
             }
         }
         let mut by_bucket: HashMap<String, Unused> = HashMap::new();
-        for g in returned {
-            let unused = by_bucket.entry(g.bucket.clone()).or_insert(Unused {
-                bucket_id: g.bucket,
+        for (_, bucket, cost) in returned {
+            let unused = by_bucket.entry(bucket.clone()).or_insert(Unused {
+                bucket_id: bucket,
                 requests: 0,
                 images: 0,
             });
             unused.requests += 1;
-            unused.images += g.cost as i32;
+            unused.images += cost as i32;
         }
         let unused: Vec<Unused> = by_bucket.into_values().collect();
         buckets::give_back(pool, &unused).await
