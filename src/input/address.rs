@@ -42,6 +42,8 @@ pub enum UrlError {
     Private { host: String, addr: IpAddr },
     #[error("host {host} could not be resolved: {why}")]
     Resolve { host: String, why: String },
+    #[error("no HTTP client could be set up: {0}")]
+    Client(String),
 }
 
 /// ` (resolves to <addr>)` when `host` is a name, nothing for an address.
@@ -118,6 +120,25 @@ pub async fn resolve(url: &reqwest::Url, policy: UrlPolicy) -> Result<Vec<Socket
         });
     }
     Ok(addrs)
+}
+
+/// A client for `url` that connects only to the addresses [`resolve`]
+/// checked (so the name cannot resolve elsewhere between the check and the
+/// connection), follows no redirects (a caller that follows them checks
+/// each target the same way), and gives up after `timeout`.
+pub async fn pinned_client(
+    url: &reqwest::Url,
+    policy: UrlPolicy,
+    timeout: Duration,
+) -> Result<reqwest::Client, UrlError> {
+    let addrs = resolve(url, policy).await?;
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve_to_addrs(url.host_str().unwrap_or_default(), &addrs)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| UrlError::Client(crate::cause::chain(&e)))
 }
 
 /// The check at submit time: the URL's shape, and its addresses when they

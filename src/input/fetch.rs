@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use std::time::Duration;
 
-use super::address::{self, UrlPolicy};
+use super::address::{self, UrlError, UrlPolicy};
 use super::format::{self, ImageFormat};
 use crate::bounded::{self, Bounded};
 
@@ -33,21 +33,15 @@ pub async fn fetch(url: &str, policy: UrlPolicy, max_bytes: u64) -> Result<Bytes
     let mut target = address::parse(url).map_err(|e| refused(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + FETCH_TIMEOUT;
     for _ in 0..=MAX_REDIRECTS {
-        let addrs = address::resolve(&target, policy)
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let client = address::pinned_client(&target, policy, left)
             .await
             .map_err(|e| match e {
-                address::UrlError::Resolve { .. } => FetchError::Transient(e.to_string()),
+                UrlError::Resolve { .. } | UrlError::Client(_) => {
+                    FetchError::Transient(e.to_string())
+                }
                 e => refused(e.to_string()),
             })?;
-        let host = target.host_str().unwrap_or_default().to_string();
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve_to_addrs(&host, &addrs)
-            .timeout(left)
-            .connect_timeout(left.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| FetchError::Transient(crate::cause::chain(&e)))?;
         let response = client
             .get(target.clone())
             .header(reqwest::header::ACCEPT, "image/png, image/jpeg, image/webp")

@@ -87,16 +87,9 @@ async fn attempt(
         .ok_or_else(|| "the job no longer exists".to_string())?;
     let body = serde_json::to_vec(&detail).map_err(|e| e.to_string())?;
     let url = address::parse(&d.url).map_err(|e| format!("the URL {e}"))?;
-    let addrs = address::resolve(&url, cfg.urls)
+    let client = address::pinned_client(&url, cfg.urls, cfg.timeout)
         .await
         .map_err(|e| format!("the URL {e}"))?;
-    let host = url.host_str().unwrap_or_default().to_string();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve_to_addrs(&host, &addrs)
-        .timeout(cfg.timeout)
-        .build()
-        .map_err(|e| crate::cause::chain(&e))?;
     let id = d.event_id.to_string();
     let timestamp = chrono::Utc::now().timestamp();
     let signature = cfg.secret.sign(&id, timestamp, &body);
