@@ -110,7 +110,7 @@ async fn step(pool: &PgPool, id: uuid::Uuid) -> Result<PipelineStep> {
     let images = job
         .images()
         .iter()
-        .filter_map(|i| i.get("location").or(i.get("path"))?.as_str())
+        .filter_map(|i| i.get("location")?.as_str())
         .map(str::to_string)
         .collect();
     Ok(PipelineStep {
