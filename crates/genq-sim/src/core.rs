@@ -250,6 +250,11 @@ impl Core {
             retry_deadline_ns: None,
             project,
             parts: Vec::new(),
+            usage: outcome
+                .result
+                .as_ref()
+                .ok()
+                .map(|req| crate::response::usage(req, 0)),
         });
         let record = state.log.len() - 1;
         if let Some(announced) = outcome.announced {
@@ -268,10 +273,23 @@ impl Core {
     }
 
     /// Records an edit's file parts on log entry `record`.
+    /// Input images bill tokens too: the entry's usage counts them.
     pub fn attach_parts(&self, record: usize, parts: Vec<crate::edits::InputPart>) {
         if let Some(entry) = self.lock().log.get_mut(record) {
+            let images = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+            if let Some(usage) = &mut entry.usage {
+                let image_tokens = crate::response::IMAGE_INPUT_TOKENS.saturating_mul(images);
+                usage.input_tokens_details.image_tokens = image_tokens;
+                usage.input_tokens = usage.input_tokens_details.text_tokens + image_tokens;
+                usage.total_tokens = usage.input_tokens + usage.output_tokens;
+            }
             entry.parts = parts;
         }
+    }
+
+    /// The usage log entry `record` billed, if it was answered with images.
+    pub fn usage(&self, record: usize) -> Option<crate::response::Usage> {
+        self.lock().log.get(record).and_then(|entry| entry.usage)
     }
 
     /// Notes that the answer to log entry `record` is being sent now, and when its hints

@@ -100,6 +100,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{KeyBehavior, RetryHeader, SimConfig, SimConfigError, SimKey, load_config};
+pub use response::{IMAGE_INPUT_TOKENS, InputDetails, Usage};
 pub use stats::{ArrivalReport, ArrivalWitness, KeyStats, RequestRecord, SimStats, key_id};
 
 /// A running-or-ready simulator: a cheap handle, clones share the same keys, limits and log.

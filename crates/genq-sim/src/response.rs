@@ -6,7 +6,7 @@
 //! the request. `output_format` is always `png`, because the bytes are PNG.
 
 use base64::Engine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::png;
@@ -33,32 +33,60 @@ struct ImageData {
     revised_prompt: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct Usage {
-    total_tokens: u32,
-    input_tokens: u32,
-    output_tokens: u32,
-    input_tokens_details: InputDetails,
+/// The tokens a request was billed, as the API reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub total_tokens: u32,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub input_tokens_details: InputDetails,
 }
 
-#[derive(Debug, Serialize)]
-struct InputDetails {
-    text_tokens: u32,
-    image_tokens: u32,
+/// What the input tokens were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputDetails {
+    pub text_tokens: u32,
+    pub image_tokens: u32,
 }
 
-/// Builds the answer to `req`, created at unix time `created`.
-pub fn images_response(req: &GenRequest, created: i64, full_size: bool) -> ImagesResponse {
+/// Input tokens the sim bills per input image (an edit's images and mask): a
+/// fixed, plausible figure, so edits cost more than generations.
+pub const IMAGE_INPUT_TOKENS: u32 = 323;
+
+/// The usage billed for `req` with `input_images` input images: about four
+/// characters a text token, and the output tokens OpenAI publishes per image
+/// for the quality and size.
+pub fn usage(req: &GenRequest, input_images: u32) -> Usage {
+    let text_tokens = u32::try_from(req.prompt.chars().count().div_ceil(4))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let image_tokens = IMAGE_INPUT_TOKENS.saturating_mul(input_images);
+    let input_tokens = text_tokens.saturating_add(image_tokens);
+    let output_tokens = output_tokens_per_image(&req.quality, &req.size).saturating_mul(req.n);
+    Usage {
+        total_tokens: input_tokens.saturating_add(output_tokens),
+        input_tokens,
+        output_tokens,
+        input_tokens_details: InputDetails {
+            text_tokens,
+            image_tokens,
+        },
+    }
+}
+
+/// Builds the answer to `req`, created at unix time `created`, billing `usage`.
+pub fn images_response(
+    req: &GenRequest,
+    created: i64,
+    full_size: bool,
+    usage: Usage,
+) -> ImagesResponse {
     let data = (0..req.n)
         .map(|i| ImageData {
             b64_json: base64::engine::general_purpose::STANDARD.encode(image(req, i, full_size)),
             revised_prompt: None,
         })
         .collect();
-    let text_tokens = u32::try_from(req.prompt.chars().count().div_ceil(4))
-        .unwrap_or(u32::MAX)
-        .max(1);
-    let output_tokens = output_tokens_per_image(&req.quality, &req.size).saturating_mul(req.n);
     ImagesResponse {
         created,
         data,
@@ -66,15 +94,7 @@ pub fn images_response(req: &GenRequest, created: i64, full_size: bool) -> Image
         output_format: "png",
         size: req.size.clone(),
         quality: req.quality.clone(),
-        usage: Usage {
-            total_tokens: text_tokens.saturating_add(output_tokens),
-            input_tokens: text_tokens,
-            output_tokens,
-            input_tokens_details: InputDetails {
-                text_tokens,
-                image_tokens: 0,
-            },
-        },
+        usage,
     }
 }
 
@@ -131,12 +151,10 @@ mod tests {
     #[test]
     fn deserializes_as_async_openai_images_response() {
         use async_openai::types::images::{Image, ImageQuality, ImagesResponse as Theirs};
-        let json = serde_json::to_string(&images_response(
-            &request(2, "opaque"),
-            1_700_000_000,
-            false,
-        ))
-        .expect("serializes");
+        let req = request(2, "opaque");
+        let json =
+            serde_json::to_string(&images_response(&req, 1_700_000_000, false, usage(&req, 0)))
+                .expect("serializes");
         let theirs: Theirs = serde_json::from_str(&json).expect("async-openai reads it");
         assert_eq!(theirs.created, 1_700_000_000);
         assert_eq!(theirs.data.len(), 2);
@@ -157,15 +175,45 @@ mod tests {
 
     #[test]
     fn shape_and_determinism() {
-        let value = serde_json::to_value(images_response(&request(1, "transparent"), 5, false))
+        let req = request(1, "transparent");
+        let value = serde_json::to_value(images_response(&req, 5, false, usage(&req, 0)))
             .expect("serializes");
         assert_eq!(value["background"], "transparent");
         assert_eq!(value["output_format"], "png");
         assert_eq!(value["size"], "1536x1024");
         assert!(value["data"][0]["revised_prompt"].is_null());
         assert_eq!(value["usage"]["input_tokens_details"]["image_tokens"], 0);
-        let again = serde_json::to_value(images_response(&request(1, "transparent"), 5, false))
+        let again = serde_json::to_value(images_response(&req, 5, false, usage(&req, 0)))
             .expect("serializes");
         assert_eq!(value, again);
+    }
+
+    #[test]
+    fn usage_follows_prompt_inputs_quality_and_size() {
+        // (quality, size, n, input images) -> (text, image, output) tokens
+        let cases = [
+            ("low", "1536x1024", 2, 0, (5, 0, 816)),
+            ("low", "1024x1024", 1, 0, (5, 0, 272)),
+            ("high", "1024x1024", 3, 0, (5, 0, 12_480)),
+            ("medium", "1024x1536", 1, 2, (5, 646, 1584)),
+            ("auto", "auto", 1, 1, (5, 323, 1056)),
+        ];
+        for (quality, size, n, inputs, (text, image, output)) in cases {
+            let mut req = request(n, "opaque");
+            req.quality = quality.into();
+            req.size = size.into();
+            let u = usage(&req, inputs);
+            assert_eq!(
+                (
+                    u.input_tokens_details.text_tokens,
+                    u.input_tokens_details.image_tokens,
+                    u.output_tokens
+                ),
+                (text, image, output),
+                "{quality} {size} n={n} inputs={inputs}"
+            );
+            assert_eq!(u.input_tokens, text + image);
+            assert_eq!(u.total_tokens, u.input_tokens + u.output_tokens);
+        }
     }
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::core::{Core, Outcome};
 use super::edits;
-use super::response::images_response;
+use super::response::{self, Usage, images_response};
 
 /// All routes, sharing `core`.
 pub fn router(core: Arc<Core>) -> Router {
@@ -44,7 +44,8 @@ async fn generate(State(core): State<Arc<Core>>, headers: HeaderMap, body: Bytes
         tokio::time::sleep(outcome.delay).await;
     }
     core.sent(outcome.record);
-    respond(outcome, core.full_size_images)
+    let usage = core.usage(outcome.record);
+    respond(outcome, core.full_size_images, usage)
 }
 
 /// An edit: its form read and checked, then judged like a generation (the
@@ -60,14 +61,16 @@ async fn edit(State(core): State<Arc<Core>>, headers: HeaderMap, form: Multipart
         tokio::time::sleep(outcome.delay).await;
     }
     core.sent(outcome.record);
-    respond(outcome, core.full_size_images)
+    let usage = core.usage(outcome.record);
+    respond(outcome, core.full_size_images, usage)
 }
 
-fn respond(outcome: Outcome, full_size: bool) -> Response {
+fn respond(outcome: Outcome, full_size: bool, usage: Option<Usage>) -> Response {
     let mut response = match outcome.result {
         Ok(req) => {
             let created = chrono::Utc::now().timestamp();
-            Json(images_response(&req, created, full_size)).into_response()
+            let usage = usage.unwrap_or_else(|| response::usage(&req, 0));
+            Json(images_response(&req, created, full_size, usage)).into_response()
         }
         Err(error) => (error.status, Json(error.body())).into_response(),
     };

@@ -49,6 +49,9 @@ pub struct RequestRecord {
     /// An edit's file parts (images and mask), in the order sent; empty for a generation.
     #[serde(default)]
     pub parts: Vec<crate::edits::InputPart>,
+    /// For a 200: the usage billed, as the answer reports it.
+    #[serde(default)]
+    pub usage: Option<crate::response::Usage>,
 }
 
 /// Counts for one key (or for all keys together).
@@ -231,6 +234,7 @@ mod tests {
             retry_deadline_ns: None,
             project: None,
             parts: Vec::new(),
+            usage: None,
         }
     }
 
