@@ -352,6 +352,11 @@ pub struct Attempt {
     pub http_status: Option<i32>,
     pub error: Option<String>,
     pub retry_after_ms: Option<i64>,
+    /// What the provider billed for it (`None`: nothing, or no price known).
+    pub cost_usd: Option<crate::cost::Usd>,
+    pub cost_source: Option<crate::cost::CostSource>,
+    pub input_tokens: Option<i32>,
+    pub output_tokens: Option<i32>,
 }
 
 #[cfg(test)]

@@ -85,7 +85,9 @@
 
 pub mod api;
 pub(crate) mod bounded;
+pub mod budget;
 pub(crate) mod cause;
+pub mod cost;
 pub mod db;
 pub mod duration;
 pub mod input;

@@ -45,6 +45,13 @@ enum Command {
     /// Inspect and steer jobs: list, show, retry, cancel.
     #[command(subcommand)]
     Jobs(cli::jobs::JobsCommand),
+    /// Spend caps per queue or account: list, set, remove.
+    Budgets {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(subcommand)]
+        action: cli::budgets::BudgetsAction,
+    },
 }
 
 fn main() -> Result<()> {
@@ -68,6 +75,7 @@ fn main() -> Result<()> {
             Command::Keys { db, action } => cli::keys::run(&db, action).await,
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Jobs(command) => cli::jobs::run(command).await,
+            Command::Budgets { db, action } => cli::budgets::run(&db, action).await,
         }
     })
 }

@@ -13,7 +13,9 @@
 //! | `genq_jobs_waiting_for_capacity_total` | counter | `model` |
 //! | `genq_queue_jobs` | gauge | `queue`, `model`, `state` |
 //! | `genq_queue_oldest_due_age_seconds` | gauge | `queue`, `model` |
-//! | `genq_queue_waiting_jobs` | gauge | `queue`, `model`, `reason` (disabled, cooling: every key serving the model is) |
+//! | `genq_queue_waiting_jobs` | gauge | `queue`, `model`, `reason` (disabled, cooling: every key serving the model is; budget: the queue's budget is used up) |
+//! | `genq_cost_usd_total` | counter | `queue`, `model` (US dollars billed) |
+//! | `genq_budget_cap_usd`, `genq_budget_spent_usd`, `genq_budget_exhausted` | gauge | `scope`, `name`, `period` |
 //! | `genq_queue_finished_count_age_seconds` | gauge | (age of the finished states' counts) |
 //! | `genq_keys` | gauge | `state` |
 //! | `genq_key_cooldown_seconds` | gauge | `key_id` (remaining) |
@@ -29,6 +31,7 @@ use std::sync::OnceLock;
 
 pub(crate) mod gauges;
 pub mod labels;
+mod spend;
 
 pub use gauges::DbGauges;
 

@@ -159,7 +159,7 @@ async fn show(args: ShowArgs) -> Result<()> {
         return Ok(());
     }
     let (job, attempts, waiting) = (&detail.job, &detail.attempts, &detail.waiting);
-    print!("{}", describe(job));
+    print!("{}", describe(job, detail.cost_usd));
     for input in &detail.inputs {
         println!("input: {input}");
     }
@@ -189,6 +189,7 @@ async fn show(args: ShowArgs) -> Result<()> {
             "STATUS",
             "OUTCOME",
             "RETRY AFTER MS",
+            "COST",
             "ERROR",
         ];
         let rows: Vec<Vec<String>> = attempts.iter().map(attempt_row).collect();
@@ -197,7 +198,7 @@ async fn show(args: ShowArgs) -> Result<()> {
     Ok(())
 }
 
-fn describe(job: &Job) -> String {
+fn describe(job: &Job, cost: genq::cost::Usd) -> String {
     let opt = |t: Option<DateTime<Utc>>| t.map(time).unwrap_or_else(|| "-".into());
     let fields = [
         ("id", job.id.to_string()),
@@ -207,6 +208,7 @@ fn describe(job: &Job) -> String {
         ("operation", job.operation.to_string()),
         ("priority", job.priority.to_string()),
         ("attempts", format!("{}/{}", job.attempts, job.max_attempts)),
+        ("cost", cost.to_string()),
         ("run_at", time(job.run_at)),
         ("created_at", time(job.created_at)),
         ("finished_at", opt(job.finished_at)),
@@ -243,6 +245,11 @@ fn attempt_row(a: &Attempt) -> Vec<String> {
         dash(a.http_status.map(|s| s.to_string())),
         a.outcome.to_string(),
         dash(a.retry_after_ms.map(|ms| ms.to_string())),
+        match (a.cost_usd, a.cost_source) {
+            (Some(usd), Some(source)) => format!("{usd} ({source})"),
+            (None, Some(source)) => source.to_string(),
+            _ => "-".into(),
+        },
         clip(a.error.as_deref().unwrap_or("-"), 80),
     ]
 }

@@ -63,6 +63,7 @@ pub fn table(rows: &[KeyStatus]) -> String {
         "OK",
         "429",
         "ERRORS",
+        "COST",
         "LIMITS",
         "LAST ERROR / REASON",
     ];
@@ -81,6 +82,7 @@ pub fn table(rows: &[KeyStatus]) -> String {
             k.ok_count.to_string(),
             k.rate_limited_count.to_string(),
             k.error_count.to_string(),
+            k.cost_usd.to_string(),
             if k.limits.is_empty() && k.blocked_models.is_empty() {
                 "-".into()
             } else {

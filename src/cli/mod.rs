@@ -3,12 +3,13 @@
 //! never prints.
 //!
 //! - verbs: [`migrate`], [`worker`], [`run`], [`serve`], [`submit`],
-//!   [`jobs`], [`keys`], [`sim`], [`demo`];
+//!   [`jobs`], [`keys`], [`budgets`], [`sim`], [`demo`];
 //! - shared: [`db`] (the database flag and connections), [`provider`] (the
 //!   one place an `ImagesProvider` is wired), [`shutdown`] (SIGTERM/SIGINT),
 //!   [`table`] (aligned columns), [`urls`] (which input URLs may be fetched), [`output`] (where images go),
-//!   [`webhook`] (completion webhooks).
+//!   [`webhook`] (completion webhooks), [`budgets`] (also the worker's spend caps).
 
+pub mod budgets;
 pub mod db;
 pub mod demo;
 pub mod jobs;

@@ -6,6 +6,7 @@ use clap::Args;
 use sqlx::PgPool;
 use std::time::Duration;
 
+use genq::cost::PriceTable;
 use genq::keys::Keyring;
 use genq::output::OutputStore;
 use genq::provider::images::{ImagesProvider, ImagesSettings};
@@ -42,28 +43,34 @@ pub struct OpenAiArgs {
     /// one real request (it comes back when that succeeds): 30s, 15m, 1h.
     #[arg(long, env = "GENQ_KEY_RETEST", default_value = "15m", value_parser = parse_positive_duration)]
     pub key_retest: Duration,
+    /// A price file (TOML, the format of the shipped prices/openai-images.toml)
+    /// whose models replace or add to the shipped prices.
+    #[arg(long, env = "GENQ_PRICES")]
+    pub prices: Option<std::path::PathBuf>,
+}
+
+impl OpenAiArgs {
+    /// The shipped price table, with `--prices` on top.
+    pub fn price_table(&self) -> Result<PriceTable> {
+        let Some(path) = &self.prices else {
+            return Ok(PriceTable::shipped());
+        };
+        let name = format!("GENQ_PRICES file {}", path.display());
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+        Ok(PriceTable::with_overrides(&text, &name)?)
+    }
 }
 
 /// An `ImagesProvider` over `client` (the real one or `DryRun`), writing
-/// images to `output` and fetching input URLs by `urls`, its keys
-/// registered in the database.
+/// images to `output`, with `settings`, its keys registered in the database.
 pub async fn images_provider<C: ImagesApi>(
     pool: &PgPool,
     client: C,
     output: OutputStore,
     keyring: Keyring,
-    urls: genq::UrlPolicy,
+    settings: ImagesSettings,
 ) -> Result<ImagesProvider<C>> {
-    let provider = ImagesProvider::new(
-        pool.clone(),
-        client,
-        output,
-        keyring,
-        ImagesSettings {
-            urls,
-            ..ImagesSettings::default()
-        },
-    );
+    let provider = ImagesProvider::new(pool.clone(), client, output, keyring, settings);
     provider
         .register_keys()
         .await
@@ -87,9 +94,15 @@ pub async fn from_env<C: ImagesApi>(
         bail!("--default-rpm must be a positive number");
     }
     let output = args.output.store()?;
-    tracing::info!(keys = ?keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), base_url = %args.openai_base_url, output = %output.describe(), "provider ready");
+    let prices = args.price_table()?;
+    tracing::info!(keys = ?keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), base_url = %args.openai_base_url, output = %output.describe(), prices = %prices.describe(), "provider ready");
     let keyring = Keyring::new(keys, args.default_rpm).with_retest(args.key_retest);
-    images_provider(pool, client, output, keyring, args.urls.policy()).await
+    let settings = ImagesSettings {
+        urls: args.urls.policy(),
+        prices: std::sync::Arc::new(prices),
+        ..ImagesSettings::default()
+    };
+    images_provider(pool, client, output, keyring, settings).await
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {

@@ -32,6 +32,8 @@ pub struct WorkerArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub webhooks: super::webhook::WebhookArgs,
+    #[command(flatten)]
+    pub budgets: super::budgets::BudgetArgs,
     /// Jobs in flight at once in this process.
     #[arg(long, env = "GENQ_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
@@ -142,6 +144,7 @@ pub async fn run_worker(
     args: WorkerArgs,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    args.budgets.apply(&pool).await?;
     let config = WorkerConfig {
         queues: args.queues,
         concurrency: args.concurrency,

@@ -102,6 +102,9 @@ pub struct KeysError(pub String);
 struct KeysFile {
     #[serde(default)]
     keys: Vec<FileKey>,
+    /// Spend caps may sit beside the keys; `crate::budget` reads them.
+    #[serde(default, rename = "budget")]
+    _budget: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]

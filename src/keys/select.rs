@@ -81,6 +81,9 @@ pub enum NoSlot {
     AllDisabled,
     /// No configured key serves the model at all.
     NoKeyServes,
+    /// Every key that could serve the model belongs to an account (or is a
+    /// key) whose budget is used up.
+    OverBudget,
 }
 
 impl NoSlot {
@@ -95,6 +98,9 @@ impl NoSlot {
                 format!("every key serving {model} is disabled; see genq keys list")
             }
             NoSlot::NoKeyServes => format!("no configured key serves {model}"),
+            NoSlot::OverBudget => format!(
+                "every key serving {model} is in an account whose budget is used up; see genq.budget_status"
+            ),
         }
     }
 }
@@ -119,6 +125,8 @@ pub struct Keyring {
     /// A never-used key whose first request is out, and since when: see
     /// [`Keyring::learn_account`].
     probing: Mutex<Option<(usize, Instant)>>,
+    /// Accounts (bucket scopes) whose budget is used up: their keys rest.
+    over_budget: Mutex<HashSet<String>>,
 }
 
 impl Keyring {
@@ -133,7 +141,16 @@ impl Keyring {
             discovered: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashSet::new()),
             probing: Mutex::new(None),
+            over_budget: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Leaves the keys of `scopes` (accounts, or keys without one) unused
+    /// until the next call names other scopes: their budgets are used up.
+    pub fn set_over_budget(&self, scopes: &[String]) {
+        let mut over = self.over_budget.lock().expect("over_budget lock");
+        over.clear();
+        over.extend(scopes.iter().cloned());
     }
 
     /// How often a disabled key is re-tested.
@@ -417,6 +434,16 @@ impl Keyring {
         if !self.keys.iter().any(|k| k.serves(model)) {
             return Ok(Err(NoSlot::NoKeyServes));
         }
+        let over_budget = self.over_budget.lock().expect("over_budget lock").clone();
+        let within_budget = |i: usize| !over_budget.contains(&self.scope_of(i));
+        if !self
+            .keys
+            .iter()
+            .enumerate()
+            .any(|(i, k)| k.serves(model) && within_budget(i))
+        {
+            return Ok(Err(NoSlot::OverBudget));
+        }
         let probe = self.probe_candidate(model);
         // Decided once, from one look at which keys are known: a new key's
         // answer may arrive while this round trip is out, and must not then
@@ -427,7 +454,7 @@ impl Keyring {
             .iter()
             .enumerate()
             .filter(|(i, k)| {
-                let serves = k.serves(model);
+                let serves = k.serves(model) && within_budget(*i);
                 let known = self.is_known(*i);
                 held_back |= serves && !known && probe != Some(*i);
                 serves && (known || probe == Some(*i))

@@ -158,6 +158,7 @@ impl DbGauges {
         let active = crate::store::inspect::active_stats(&self.pool).await?;
         let (finished, finished_age) = self.finished().await?;
         let keys = crate::store::keys::list(&self.pool).await?;
+        let spend = super::spend::render(&self.pool).await?;
         let mut kept = self.kept();
         let (mut text, pairs) =
             queue_text(&active, &finished, &kept.pairs, labels::MAX_QUEUE_PAIRS);
@@ -171,6 +172,7 @@ impl DbGauges {
         let (keys_text, key_ids) = keys_text(&keys, &kept.keys);
         kept.keys = key_ids;
         text.push_str(&keys_text);
+        text.push_str(&spend);
         Ok(text)
     }
 
@@ -243,6 +245,7 @@ struct Pair {
     oldest_due_age_s: Option<f64>,
     waiting_disabled: i64,
     waiting_cooling: i64,
+    waiting_budget: i64,
 }
 
 impl Pair {
@@ -256,6 +259,7 @@ impl Pair {
         };
         self.waiting_disabled += other.waiting_disabled;
         self.waiting_cooling += other.waiting_cooling;
+        self.waiting_budget += other.waiting_budget;
     }
 
     /// Ranking for the cap: jobs queued or running first, then all jobs.
@@ -287,19 +291,19 @@ fn queue_text(
         let pair = now
             .entry((sanitize(&row.queue), sanitize(&row.model)))
             .or_default();
+        let waiting = |reason: &str| {
+            if row.waiting.as_deref() == Some(reason) {
+                row.jobs
+            } else {
+                0
+            }
+        };
         pair.add(&Pair {
             jobs: jobs_in(row.state, row.jobs),
             oldest_due_age_s: row.oldest_due_age_s,
-            waiting_disabled: if row.waiting.as_deref() == Some("disabled") {
-                row.jobs
-            } else {
-                0
-            },
-            waiting_cooling: if row.waiting.as_deref() == Some("cooling") {
-                row.jobs
-            } else {
-                0
-            },
+            waiting_disabled: waiting("disabled"),
+            waiting_cooling: waiting("cooling"),
+            waiting_budget: waiting("budget"),
         });
     }
     for row in finished {
@@ -351,11 +355,12 @@ fn queue_text(
     gauge_family(
         &mut text,
         "genq_queue_waiting_jobs",
-        "Queued jobs that wait because every key serving their model is disabled or cooling",
+        "Queued jobs that wait because every key serving their model is disabled or cooling, or their queue's budget is used up",
         shown.iter().flat_map(|((queue, model), pair)| {
             [
                 ("disabled", pair.waiting_disabled),
                 ("cooling", pair.waiting_cooling),
+                ("budget", pair.waiting_budget),
             ]
             .map(|(reason, n)| {
                 (

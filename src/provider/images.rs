@@ -14,9 +14,11 @@
 //! - If the rate-limit state cannot be read (database down), nothing is
 //!   reserved, so nothing is claimed or sent.
 
+use async_openai::types::images::ImagesResponse;
 use chrono::Utc;
 use serde_json::Value;
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::catalog;
@@ -24,6 +26,8 @@ use super::classify::{self, Verdict};
 use super::images_api::ImagesApi;
 use super::openai::{CallFailure, Delivered, ImagesClient};
 use super::{Call, Capacity, Execution, Outcome, Provider};
+use crate::cost::prices::Answered;
+use crate::cost::{Cost, CostSource, PriceTable, Tokens};
 use crate::input::resolve::{self, ResolveError};
 use crate::input::{EditInputs, UrlPolicy};
 use crate::job::{AttemptOutcome, Job, Operation};
@@ -32,14 +36,30 @@ use crate::keys::{KeyHealth, Keyring, Slot};
 use crate::output::OutputStore;
 use crate::store::buckets;
 
+/// How long a model whose keys are all over budget is left alone (a raised
+/// cap wakes workers at once through `genq_keys`).
+const OVER_BUDGET_RECHECK: Duration = Duration::from_secs(5);
+
 /// Tunables of [`ImagesProvider`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ImagesSettings {
     /// What answers do to keys: circuit breaker, backoff after a bare 429.
     pub health: HealthSettings,
     /// Whether edits may fetch input URLs on private addresses
     /// (`GENQ_ALLOW_PRIVATE_URLS`).
     pub urls: UrlPolicy,
+    /// What answered calls cost (`GENQ_PRICES` on top of the shipped table).
+    pub prices: Arc<PriceTable>,
+}
+
+impl Default for ImagesSettings {
+    fn default() -> Self {
+        ImagesSettings {
+            health: HealthSettings::default(),
+            urls: UrlPolicy::default(),
+            prices: Arc::new(PriceTable::shipped()),
+        }
+    }
 }
 
 /// Generates images with the OpenAI Images API (or a compatible server)
@@ -51,6 +71,9 @@ pub struct ImagesProvider<C: ImagesApi = ImagesClient> {
     keyring: Keyring,
     health: KeyHealth,
     urls: UrlPolicy,
+    prices: Arc<PriceTable>,
+    /// Models already reported as unpriced (once each per process).
+    unpriced: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<C: ImagesApi> ImagesProvider<C> {
@@ -67,6 +90,8 @@ impl<C: ImagesApi> ImagesProvider<C> {
             keyring,
             health: KeyHealth::new(pool.clone(), settings.health),
             urls: settings.urls,
+            prices: settings.prices,
+            unpriced: Default::default(),
             pool,
         }
     }
@@ -229,18 +254,26 @@ impl<C: ImagesApi> ImagesProvider<C> {
                     error,
                     retry_after,
                     started_at,
+                    cost: None,
                 }
             };
         match verdict {
             Verdict::Success => {
+                let mut cost = None;
                 let stored = match response.result.expect("success has a body") {
                     Delivered::Images(images) => {
+                        // Billed once answered, whether or not the images are kept.
+                        cost = Some(self.cost_of(model, &job.params, &images));
                         let max_image = super::footprint::max_image_bytes(&job.params);
                         self.output
                             .save(job.id, job.attempts, images, max_image)
                             .await
                     }
                     Delivered::NotSent => Ok(serde_json::json!({ "dry_run": true })),
+                };
+                let record = |outcome, error| Call {
+                    cost: cost.clone(),
+                    ..record(outcome, error, None)
                 };
                 match stored {
                     Ok(mut result) => {
@@ -250,7 +283,7 @@ impl<C: ImagesApi> ImagesProvider<C> {
                         }
                         Execution {
                             outcome: Outcome::Succeeded { result },
-                            call: Some(record(AttemptOutcome::Succeeded, None, None)),
+                            call: Some(record(AttemptOutcome::Succeeded, None)),
                         }
                     }
                     Err(err) => {
@@ -259,7 +292,7 @@ impl<C: ImagesApi> ImagesProvider<C> {
                             outcome: Outcome::Retry {
                                 error: error.clone(),
                             },
-                            call: Some(record(AttemptOutcome::Retry, Some(error), None)),
+                            call: Some(record(AttemptOutcome::Retry, Some(error))),
                         }
                     }
                 }
@@ -312,6 +345,63 @@ impl<C: ImagesApi> ImagesProvider<C> {
     }
 }
 
+impl<C: ImagesApi> ImagesProvider<C> {
+    /// What an answer cost: its `usage` priced per token, else its images
+    /// at the table's price for the quality and size it reports (the job's
+    /// params when it does not say).
+    fn cost_of(&self, model: &str, params: &Value, answer: &ImagesResponse) -> Cost {
+        let word = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
+        let quality = word(
+            answer
+                .quality
+                .as_ref()
+                .and_then(|q| serde_json::to_value(q).ok()),
+        )
+        .or_else(|| word(params.get("quality").cloned()));
+        let size = word(
+            answer
+                .size
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok()),
+        )
+        .or_else(|| word(params.get("size").cloned()));
+        let tokens = answer.usage.as_ref().map(|u| {
+            let details = &u.input_tokens_details;
+            // Input the details do not break down is billed as text.
+            let listed = details.text_tokens.saturating_add(details.image_tokens);
+            Tokens {
+                text_input: details.text_tokens + u.input_tokens.saturating_sub(listed),
+                image_input: details.image_tokens,
+                output: u.output_tokens,
+            }
+        });
+        let images = u32::try_from(answer.data.len()).unwrap_or(u32::MAX);
+        let cost = self.prices.cost(
+            model,
+            &Answered {
+                tokens,
+                quality: quality.as_deref(),
+                size: size.as_deref(),
+                images,
+            },
+        );
+        if cost.source == CostSource::Unpriced
+            && self
+                .unpriced
+                .lock()
+                .expect("unpriced lock")
+                .insert(model.to_string())
+        {
+            tracing::warn!(
+                event = "unpriced_call",
+                model,
+                "the price table has no price for this model; the call is recorded as unpriced (add it with GENQ_PRICES)"
+            );
+        }
+        cost
+    }
+}
+
 impl<C: ImagesApi> Provider for ImagesProvider<C> {
     fn limited(&self) -> bool {
         true
@@ -326,6 +416,8 @@ impl<C: ImagesApi> Provider for ImagesProvider<C> {
                     // Look again when a disabled key is due its re-test.
                     crate::keys::NoSlot::AllDisabled => Some(self.keyring.retest_every()),
                     crate::keys::NoSlot::NoKeyServes => None,
+                    // Looked at again each round the budgets are read.
+                    crate::keys::NoSlot::OverBudget => Some(OVER_BUDGET_RECHECK),
                 },
                 reason: no.describe(model),
             },
@@ -339,6 +431,10 @@ impl<C: ImagesApi> Provider for ImagesProvider<C> {
 
     async fn give_back(&self, model: &str, n: usize) {
         self.give_back_slots(model, n).await;
+    }
+
+    fn over_budget(&self, scopes: &[String]) {
+        self.keyring.set_over_budget(scopes);
     }
 
     fn footprint(&self, job: &Job) -> u64 {

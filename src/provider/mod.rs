@@ -63,6 +63,8 @@ pub struct Call {
     pub error: Option<String>,
     pub retry_after: Option<Duration>,
     pub started_at: DateTime<Utc>,
+    /// What the provider billed for it: set when it answered with images.
+    pub cost: Option<crate::cost::Cost>,
 }
 
 /// An [`Outcome`] and the provider call behind it, if one was made.
@@ -110,6 +112,12 @@ pub trait Provider: Send + Sync + 'static {
     fn give_back(&self, model: &str, n: usize) -> impl Future<Output = ()> + Send {
         let _ = (model, n);
         std::future::ready(())
+    }
+
+    /// The accounts (or keys without one) whose budget is used up: their
+    /// keys are not used until a later call leaves them out.
+    fn over_budget(&self, scopes: &[String]) {
+        let _ = scopes;
     }
 
     /// The most memory `job` can hold while it runs (its answer and the

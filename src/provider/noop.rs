@@ -32,6 +32,7 @@ impl Provider for NoopProvider {
                 error: None,
                 retry_after: None,
                 started_at,
+                cost: None,
             }),
         }
     }

@@ -223,6 +223,8 @@ pub async fn finished_counts(pool: &PgPool) -> Result<Vec<FinishedCount>, StoreE
 pub struct JobDetail {
     pub job: Job,
     pub attempts: Vec<crate::job::Attempt>,
+    /// What its billed attempts cost.
+    pub cost_usd: crate::cost::Usd,
     pub waiting: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<serde_json::Value>,
@@ -253,13 +255,18 @@ pub async fn detail(pool: &PgPool, id: Uuid) -> Result<Option<JobDetail>, StoreE
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        JobState::Queued => super::keys::waiting_reason(pool, &job.model).await?,
+        JobState::Queued => match super::budgets::queue_reason(pool, &job.queue).await? {
+            Some(budget) => Some(budget),
+            None => super::keys::waiting_reason(pool, &job.model).await?,
+        },
         _ => None,
     };
+    let cost_usd = super::costs::of_job(pool, id).await?.unwrap_or_default();
     let webhooks = super::webhooks::for_job(pool, id).await?;
     Ok(Some(JobDetail {
         job,
         attempts,
+        cost_usd,
         waiting,
         webhooks,
         inputs: inputs.iter().map(crate::input::Input::to_json).collect(),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{StoreError, storable};
+use crate::cost::{CostSource, Usd};
 use crate::job::{Attempt, AttemptOutcome, Job, JobState, NewJob, Operation};
 use crate::provider::Call;
 
@@ -326,6 +327,11 @@ pub async fn complete(
     let mut call_errors: Vec<Option<String>> = Vec::with_capacity(n);
     let mut waits: Vec<Option<i64>> = Vec::with_capacity(n);
     let mut call_starts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut cost_models: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut cost_sources: Vec<Option<CostSource>> = Vec::with_capacity(n);
+    let mut cost_nanos: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut input_tokens: Vec<Option<i32>> = Vec::with_capacity(n);
+    let mut output_tokens: Vec<Option<i32>> = Vec::with_capacity(n);
     for c in batch {
         ids.push(c.job_id);
         attempts.push(c.attempt);
@@ -355,6 +361,14 @@ pub async fn complete(
                 .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
         }));
         call_starts.push(call.map(|c| c.started_at));
+        let cost = call.and_then(|c| c.cost.as_ref());
+        let tokens = cost.and_then(|c| c.tokens);
+        let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        cost_models.push(cost.map(|c| c.model.clone()));
+        cost_sources.push(cost.map(|c| c.source));
+        cost_nanos.push(cost.and_then(|c| c.usd).map(Usd::nanos));
+        input_tokens.push(tokens.map(|t| count(t.input())));
+        output_tokens.push(tokens.map(|t| count(t.output)));
     }
     let applied = sqlx::query_file_scalar!(
         "src/store/sql/jobs/complete.sql",
@@ -371,7 +385,12 @@ pub async fn complete(
         &statuses as &[Option<i32>],
         &call_errors as &[Option<String>],
         &waits as &[Option<i64>],
-        &call_starts as &[Option<DateTime<Utc>>]
+        &call_starts as &[Option<DateTime<Utc>>],
+        &cost_models as &[Option<String>],
+        &cost_sources as &[Option<CostSource>],
+        &cost_nanos as &[Option<i64>],
+        &input_tokens as &[Option<i32>],
+        &output_tokens as &[Option<i32>]
     )
     .fetch_all(pool)
     .await?;

@@ -312,6 +312,8 @@ pub struct KeyStatus {
     pub limits: Vec<String>,
     /// Models this key may not serve (a 403 for that model): "model: reason".
     pub blocked_models: Vec<String>,
+    /// What its billed calls cost, in all (from `genq.spend`).
+    pub cost_usd: crate::cost::Usd,
 }
 
 /// Every key with its effective state and the limits of its buckets.

@@ -5,11 +5,15 @@
 //! - [`keys`]: API key health, cooldowns, enable/disable/reset, listing.
 //! - [`inputs`]: an edit's input images and mask; uploaded images.
 //! - [`buckets`]: the shared GCRA buckets per (account or key, model).
+//! - [`costs`]: what billed calls cost, per queue, model and key.
+//! - [`budgets`]: spend caps and the spend against them.
 //! - [`migrate`]: the embedded migrations.
 //! - [`webhooks`]: the completion webhook outbox and default URLs.
 //! - `storable`: outside text and JSON made storable (no NUL, bounded).
 
 pub mod buckets;
+pub mod budgets;
+pub mod costs;
 pub mod inputs;
 pub mod inspect;
 pub mod jobs;

@@ -13,19 +13,24 @@
 //!   changes (`genq_keys`), so waiting costs no reservations.
 //! - Jobs that list `fallback_models` run on a fallback that has room when
 //!   their own model must wait longer than `fallback_after`.
+//! - A queue whose budget is used up is not claimed from, and the keys of
+//!   an account whose budget is used up are not used (`crate::budget`):
+//!   the budgets are read once a round, and the worker looks again when the
+//!   soonest of them resets.
 
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
 use super::WorkerConfig;
+use crate::budget::{Period, Scope};
 use crate::job::Job;
 use crate::provider::{Capacity, Provider};
-use crate::store::StoreError;
 use crate::store::jobs::{self, Serve};
+use crate::store::{StoreError, budgets};
 
 /// How long a model whose keys are all disabled (or that no key serves) is
 /// left alone, unless a key changes first.
@@ -58,7 +63,12 @@ pub(super) struct Producer<P> {
     blocked: HashMap<String, Blocked>,
     reported: HashMap<String, Instant>,
     turn: usize,
+    /// Budgets found used up in the last round (to log each change once).
+    over_budget: BTreeSet<(Scope, String, Period)>,
 }
+
+/// Queues whose budget is used up, each with how long until it resets.
+type StoppedQueues = HashMap<String, Duration>;
 
 impl<P: Provider> Producer<P> {
     pub fn new(
@@ -75,20 +85,34 @@ impl<P: Provider> Producer<P> {
             blocked: HashMap::new(),
             reported: HashMap::new(),
             turn: 0,
+            over_budget: BTreeSet::new(),
         }
     }
 
     /// Claims up to `free` jobs.
     pub async fn claim(&mut self, free: usize) -> Result<Round, StoreError> {
         let free = free.min(self.cfg.claim_batch);
+        let stopped = self.read_budgets().await?;
+        let resets = stopped
+            .values()
+            .min()
+            .map(|wait| Instant::now() + (*wait).max(Duration::from_millis(100)));
+        let queues: Vec<String> = self
+            .rotated_queues()
+            .into_iter()
+            .filter(|q| !stopped.contains_key(q))
+            .collect();
         if !self.provider.limited() {
-            let queues = self.rotated_queues();
-            let jobs = jobs::claim(&self.pool, &self.cfg.id, &queues, free, self.cfg.lease).await?;
+            let jobs = if queues.is_empty() {
+                Vec::new()
+            } else {
+                jobs::claim(&self.pool, &self.cfg.id, &queues, free, self.cfg.lease).await?
+            };
             let more = jobs.len() == free;
             return Ok(Round {
                 jobs,
                 more,
-                retry_at: None,
+                retry_at: resets,
             });
         }
         if self.keys_changed.swap(false, Ordering::SeqCst) {
@@ -97,9 +121,9 @@ impl<P: Provider> Producer<P> {
         let mut round = Round {
             jobs: Vec::new(),
             more: false,
-            retry_at: None,
+            retry_at: resets,
         };
-        for queue in self.rotated_queues() {
+        for queue in queues {
             if round.jobs.len() >= free {
                 round.more = true;
                 break;
@@ -131,6 +155,52 @@ impl<P: Provider> Producer<P> {
             }
         }
         Ok(round)
+    }
+
+    /// Reads the used-up budgets: rests the keys of accounts at their cap,
+    /// logs each budget that stops or resumes work, and returns this
+    /// worker's queues at their cap.
+    async fn read_budgets(&mut self) -> Result<StoppedQueues, StoreError> {
+        let exhausted = budgets::exhausted(&self.pool).await?;
+        let now: BTreeSet<(Scope, String, Period)> = exhausted
+            .iter()
+            .map(|b| (b.scope, b.name.clone(), b.period))
+            .collect();
+        for b in exhausted.iter().filter(|b| {
+            !self
+                .over_budget
+                .contains(&(b.scope, b.name.clone(), b.period))
+        }) {
+            tracing::warn!(
+                event = "budget_reached",
+                scope = %b.scope,
+                name = %b.name,
+                period = %b.period,
+                spent_usd = %b.spent_usd,
+                cap_usd = %b.cap_usd,
+                resets_at = %b.resets_at,
+                "{}; its work waits (nothing fails)",
+                b.reason
+            );
+        }
+        for (scope, name, period) in self.over_budget.difference(&now) {
+            tracing::info!(event = "budget_resumed", scope = %scope, name = %name, period = %period, "budget has room again; work resumes");
+        }
+        self.over_budget = now;
+        let accounts: Vec<String> = exhausted
+            .iter()
+            .filter(|b| b.scope == Scope::Account)
+            .map(|b| b.name.clone())
+            .collect();
+        self.provider.over_budget(&accounts);
+        let mut stopped = StoppedQueues::new();
+        for b in exhausted.iter().filter(|b| b.scope == Scope::Queue) {
+            // Stopped until the latest of its used-up windows resets.
+            let wait = Duration::from_secs_f64(b.resets_in_secs.max(0.0));
+            let entry = stopped.entry(b.name.clone()).or_insert(wait);
+            *entry = (*entry).max(wait);
+        }
+        Ok(stopped)
     }
 
     /// The queues, starting one further each round.

@@ -183,6 +183,7 @@ mod tests {
                 error: None,
                 retry_after: Some(Duration::from_millis(1500)),
                 started_at: now,
+                cost: None,
             }),
         };
         let done = settle(&job, execution, Backoff::DEFAULT, &mut rand::rng());

@@ -84,6 +84,7 @@ impl Rig {
                 ..Default::default()
             },
             urls: self.urls,
+            ..Default::default()
         };
         ImagesProvider::new(
             self.db.pool.clone(),

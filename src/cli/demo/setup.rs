@@ -142,7 +142,7 @@ impl Environment {
             ImagesClient::new(&self.base_url, Duration::from_secs(30)),
             genq::output::OutputStore::new(&self.output_dir),
             Keyring::new(self.keys.clone(), DEMO_DEFAULT_RPM),
-            genq::UrlPolicy::default(),
+            genq::provider::images::ImagesSettings::default(),
         )
         .await?;
         let config = WorkerConfig {

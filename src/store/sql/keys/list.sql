@@ -1,5 +1,5 @@
 -- Every key with its effective state, cooldown, counters, and the limits of
--- its buckets and its blocked models.
+-- its buckets and its blocked models, and what its billed calls cost.
 SELECT k.id, coalesce(k.account, k.discovered_account) AS account,
         CASE WHEN k.account IS NOT NULL THEN 'configured'
              WHEN k.discovered_account IS NOT NULL THEN 'provider headers' END AS account_source,
@@ -12,6 +12,8 @@ SELECT k.id, coalesce(k.account, k.discovered_account) AS account,
                                           b.limit_source) ORDER BY b.model)
                     FROM genq.key_buckets b WHERE b.scope = coalesce(k.account, k.discovered_account, k.id)), '{}') AS "limits!",
         coalesce((SELECT array_agg(format('%s: %s', m.model, m.reason) ORDER BY m.model)
-                    FROM genq.key_model_blocks m WHERE m.key_id = k.id), '{}') AS "blocked_models!"
+                    FROM genq.key_model_blocks m WHERE m.key_id = k.id), '{}') AS "blocked_models!",
+        coalesce((SELECT (sum(s.cost_usd) * 1000000000)::int8 FROM genq.spend s WHERE s.key_id = k.id), 0)
+            AS "cost_usd!: crate::cost::Usd"
    FROM genq.api_keys k
   ORDER BY k.id
