@@ -12,6 +12,7 @@ mod bounded_memory;
 mod capacity;
 mod clock;
 mod completion_events;
+mod costs;
 mod demo;
 mod deploy_files;
 mod dry_run;

@@ -35,6 +35,7 @@ fn call(outcome: AttemptOutcome) -> Option<Call> {
         error: None,
         retry_after: None,
         started_at: Utc::now(),
+        cost: None,
     })
 }
 

@@ -104,14 +104,36 @@ impl Rig {
         self.worker_with(self.provider(keys), concurrency).await
     }
 
+    /// Starts a worker over `keys` taking jobs of `queues`; cancel the token to stop it.
+    pub async fn worker_on(
+        &self,
+        queues: &[&str],
+        keys: Vec<ApiKey>,
+        concurrency: usize,
+    ) -> (JoinHandle<WorkerReport>, CancellationToken) {
+        let queues = queues.iter().map(|q| q.to_string()).collect();
+        self.spawn(self.provider(keys), concurrency, queues).await
+    }
+
     /// Starts a worker over `provider`; cancel the token to stop it.
     pub async fn worker_with<C: ImagesApi>(
         &self,
         provider: ImagesProvider<C>,
         concurrency: usize,
     ) -> (JoinHandle<WorkerReport>, CancellationToken) {
+        self.spawn(provider, concurrency, WorkerConfig::default().queues)
+            .await
+    }
+
+    async fn spawn<C: ImagesApi>(
+        &self,
+        provider: ImagesProvider<C>,
+        concurrency: usize,
+        queues: Vec<String>,
+    ) -> (JoinHandle<WorkerReport>, CancellationToken) {
         provider.register_keys().await.unwrap();
         let config = WorkerConfig {
+            queues,
             concurrency,
             poll_interval: Duration::from_millis(50),
             reap_interval: Duration::from_millis(500),
