@@ -63,7 +63,7 @@
 //!   [`SubmitError`] is what producers get wrong. The checks themselves
 //!   (fields, then params against the model catalogue) are `validation`'s.
 //! - [`store`]: all SQL: jobs and attempts, inspection, keys, the shared
-//!   GCRA buckets, migrations.
+//!   GCRA buckets, costs and budgets, migrations.
 //! - [`worker`]: claim → execute → complete, with leases, heartbeats, a
 //!   reaper, retention and graceful shutdown ([`Worker`]).
 //! - [`provider`]: what executes a job: the [`Provider`] trait, the real
@@ -71,6 +71,9 @@
 //!   run), answer classification, header parsing, the model catalogue.
 //! - [`keys`]: API keys: configuration, choosing one for a call (the
 //!   `Keyring`), what answers teach (health, learned limits).
+//! - [`cost`]: what a billed call cost, priced from its `usage` or the
+//!   price table (shipped, overridable); [`budget`]: spend caps per queue
+//!   or account that stop claiming, not jobs.
 //! - [`retry`]: backoff delays as a pure function of the attempt number.
 //! - [`output`]: images stored as `<job id>/<attempt>/<n>.<ext>` under
 //!   `GENQ_OUTPUT_DIR` or in S3 (`GENQ_OUTPUT_URL`), and read back by key.

@@ -108,7 +108,7 @@ pub fn spec() -> Value {
             },
             "/v1/jobs/{id}": { "get": {
                 "summary": "A job and every attempt", "parameters": [id_param()],
-                "responses": { "200": { "description": "{job, attempts}", "content": { "application/json": { "schema": { "type": "object", "properties": { "job": job_ref } } } } },
+                "responses": { "200": { "description": "{job, attempts, cost_usd, waiting, inputs, webhooks}: each attempt with its cost_usd, cost_source and tokens; waiting says why a queued job waits (keys, an input job, a budget)", "content": { "application/json": { "schema": { "type": "object", "properties": { "job": job_ref } } } } },
                                "404": error_response("no such job") }
             } },
             "/v1/jobs/{id}/cancel": { "post": {

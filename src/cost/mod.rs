@@ -11,12 +11,17 @@ pub use prices::{PriceError, PriceTable};
 
 /// An amount of US dollars, exact to the nano-dollar: per-token prices such
 /// as $2.50 per million tokens are whole nano-dollars, so sums never round.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
-)]
-#[serde(transparent)]
+///
+/// JSON carries it as a number of dollars (`0.00817`); SQL as `numeric`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, sqlx::Type)]
 #[sqlx(transparent)]
 pub struct Usd(i64);
+
+impl Serialize for Usd {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.as_f64())
+    }
+}
 
 impl Usd {
     pub const ZERO: Usd = Usd(0);

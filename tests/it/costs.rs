@@ -410,3 +410,132 @@ async fn spend_outside_the_window_does_not_count() {
     let day = status.iter().find(|s| s.period.as_str() == "day").unwrap();
     assert!(day.resets_in_secs > 0.0 && day.resets_in_secs <= 86_400.0);
 }
+
+#[tokio::test]
+async fn budgets_come_from_the_workers_file_and_the_budgets_verb() {
+    let db = genq_testkit::TestDb::new().await;
+    let dir = genq_testkit::process::scratch_dir("budgets");
+    let genq = |args: &[&str]| {
+        let mut cmd = genq_testkit::process::genq(&dir);
+        cmd.args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null());
+        cmd
+    };
+    let file = dir.join("budgets.toml");
+
+    // A misspelt file stops the worker with the reason.
+    std::fs::write(&file, "[[budgets]]\nqueue = \"sprites\"\ndaily_usd = 5\n").unwrap();
+    let out = genq(&[
+        "worker",
+        "--provider",
+        "noop",
+        "--budgets",
+        file.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("budgets.toml: unknown table \"budgets\"; budgets are [[budget]] entries"),
+        "{stderr}"
+    );
+
+    // A good one is written to genq.budgets when the worker starts.
+    std::fs::write(
+        &file,
+        "[[budget]]\nqueue = \"sprites\"\ndaily_usd = 5\n[[budget]]\naccount = \"org-1\"\nmonthly_usd = 200\n",
+    )
+    .unwrap();
+    let _worker = genq_testkit::ChildGuard(
+        genq(&[
+            "worker",
+            "--provider",
+            "noop",
+            "--budgets",
+            file.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap(),
+    );
+    wait_until(Duration::from_secs(20), "the worker's budgets", || async {
+        genq::store::budgets::status(&db.pool).await.unwrap().len() == 2
+    })
+    .await;
+
+    // genq budgets set raises a cap; list shows it; remove takes one away.
+    let ok = |args: &[&str]| {
+        let out = genq(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["budgets", "set", "--queue", "sprites", "--daily", "7.5"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&["budgets", "list", "--json"])).unwrap();
+    let caps: Vec<(String, String, String, f64)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["scope"].as_str().unwrap().into(),
+                b["name"].as_str().unwrap().into(),
+                b["period"].as_str().unwrap().into(),
+                b["cap_usd"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        caps,
+        [
+            ("account".into(), "org-1".into(), "month".into(), 200.0),
+            ("queue".into(), "sprites".into(), "day".into(), 7.5),
+        ]
+    );
+    let table = ok(&["budgets", "list"]);
+    assert!(
+        table.contains("sprites") && table.contains("$7.50"),
+        "{table}"
+    );
+    ok(&[
+        "budgets",
+        "remove",
+        "--account",
+        "org-1",
+        "--period",
+        "month",
+    ]);
+    assert_eq!(
+        genq::store::budgets::status(&db.pool).await.unwrap().len(),
+        1
+    );
+
+    // Mistakes are refused with what to fix.
+    for (args, expected) in [
+        (
+            &["budgets", "set", "--queue", "sprites"][..],
+            "give --daily, --monthly or both",
+        ),
+        (
+            &["budgets", "set", "--queue", "q", "--daily=-3"][..],
+            "--daily must be a number of dollars",
+        ),
+        (
+            &["budgets", "remove", "--queue", "nope", "--period", "day"][..],
+            "no day budget for queue \"nope\"",
+        ),
+    ] {
+        let out = genq(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+    }
+}
