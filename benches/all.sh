@@ -22,6 +22,7 @@ for p in 1 2; do
 done
 bench throughput concurrency=1024
 bench throughput concurrency=64 batch=64
+bench completion
 # Pickup, memory, claim plan, /metrics scrape
 bench pickup
 bench memory

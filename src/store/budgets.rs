@@ -67,6 +67,15 @@ pub async fn remove(
     Ok(done.rows_affected() > 0)
 }
 
+/// Whether any budget is set (so a worker with none reads no spend).
+pub async fn any(pool: &PgPool) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM genq.budgets) AS "any!""#)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 /// Every budget with its spend.
 pub async fn status(pool: &PgPool) -> Result<Vec<BudgetStatus>, StoreError> {
     read(pool, false).await

@@ -15,8 +15,10 @@
 //!   their own model must wait longer than `fallback_after`.
 //! - A queue whose budget is used up is not claimed from, and the keys of
 //!   an account whose budget is used up are not used (`crate::budget`):
-//!   the budgets are read once a round, and the worker looks again when the
-//!   soonest of them resets.
+//!   the budgets are read once a round while any is set (a worker with none
+//!   looks for one when `genq_keys` announces a change, or every
+//!   [`BUDGETS_RECHECK`]), and the worker looks again when the soonest of
+//!   them resets.
 
 use sqlx::PgPool;
 use std::collections::{BTreeSet, HashMap};
@@ -35,6 +37,9 @@ use crate::store::{StoreError, budgets};
 /// How long a model whose keys are all disabled (or that no key serves) is
 /// left alone, unless a key changes first.
 const NO_KEY_RECHECK: Duration = Duration::from_secs(60);
+/// How often a worker with no budget set looks whether one was, should it
+/// miss the `genq_keys` announcement.
+const BUDGETS_RECHECK: Duration = Duration::from_secs(30);
 /// How often "jobs of this model wait" is logged per model.
 const WAIT_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -65,6 +70,8 @@ pub(super) struct Producer<P> {
     turn: usize,
     /// Budgets found used up in the last round (to log each change once).
     over_budget: BTreeSet<(Scope, String, Period)>,
+    /// Whether any budget is set, and when that was looked up.
+    any_budget: Option<(bool, Instant)>,
 }
 
 /// Queues whose budget is used up, each with how long until it resets.
@@ -86,12 +93,18 @@ impl<P: Provider> Producer<P> {
             reported: HashMap::new(),
             turn: 0,
             over_budget: BTreeSet::new(),
+            any_budget: None,
         }
     }
 
     /// Claims up to `free` jobs.
     pub async fn claim(&mut self, free: usize) -> Result<Round, StoreError> {
         let free = free.min(self.cfg.claim_batch);
+        if self.keys_changed.swap(false, Ordering::SeqCst) {
+            // A key or a budget changed: forget every block, look again.
+            self.blocked.clear();
+            self.any_budget = None;
+        }
         let stopped = self.read_budgets().await?;
         let resets = stopped
             .values()
@@ -114,9 +127,6 @@ impl<P: Provider> Producer<P> {
                 more,
                 retry_at: resets,
             });
-        }
-        if self.keys_changed.swap(false, Ordering::SeqCst) {
-            self.blocked.clear();
         }
         let mut round = Round {
             jobs: Vec::new(),
@@ -161,6 +171,17 @@ impl<P: Provider> Producer<P> {
     /// logs each budget that stops or resumes work, and returns this
     /// worker's queues at their cap.
     async fn read_budgets(&mut self) -> Result<StoppedQueues, StoreError> {
+        let any = match self.any_budget {
+            Some((any, at)) if at.elapsed() < BUDGETS_RECHECK => any,
+            _ => {
+                let any = budgets::any(&self.pool).await?;
+                self.any_budget = Some((any, Instant::now()));
+                any
+            }
+        };
+        if !any && self.over_budget.is_empty() {
+            return Ok(StoppedQueues::new());
+        }
         let exhausted = budgets::exhausted(&self.pool).await?;
         let now: BTreeSet<(Scope, String, Period)> = exhausted
             .iter()

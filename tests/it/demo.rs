@@ -16,6 +16,8 @@ struct DemoSummary {
     over_limit: Vec<(String, u64)>,
     disabled_keys: Vec<(String, String)>,
     png_files: usize,
+    cost_usd: f64,
+    billed_requests: i64,
     pipeline: Option<Pipeline>,
 }
 
@@ -70,6 +72,13 @@ async fn the_demo_finishes_with_images_and_a_summary() {
             .any(|(r, _)| r.contains("size \"512x512\" is not supported"))
     );
     assert_eq!(summary.png_files as i64, summary.succeeded);
+    // Every success was billed; the cost is positive and not absurd
+    // (the demo's jobs are gpt-image-2 at default quality and size).
+    assert!(summary.billed_requests >= summary.succeeded, "{summary:?}");
+    assert!(
+        summary.cost_usd > 0.0 && summary.cost_usd < summary.billed_requests as f64,
+        "{summary:?}"
+    );
     // alpha's limit is configured: nothing over it, by the sim's count of every
     // request. bravo and charlie announce none or only in headers: genq finds them out.
     assert!(

@@ -109,6 +109,10 @@ pub struct DemoSummary {
     pub over_limit: Vec<(String, u64)>,
     pub disabled_keys: Vec<(String, String)>,
     pub png_files: usize,
+    /// What the provider billed, by the sim's usage priced by the shipped table.
+    pub cost_usd: genq::cost::Usd,
+    /// Billed requests.
+    pub billed_requests: i64,
     /// The generate → edit pipeline, and where its images are.
     pub pipeline: Option<PipelineSummary>,
     pub elapsed: Duration,

@@ -68,7 +68,12 @@ pub(super) async fn summarize(
     let count = |s: JobState| in_state(&counts, s);
     let stats = env.sim.stats();
     let keys = genq::store::keys::list(&env.pool).await?;
+    let costs = genq::store::costs::totals(&env.pool).await?;
     Ok(DemoSummary {
+        cost_usd: costs.iter().fold(genq::cost::Usd::ZERO, |sum, c| {
+            sum.saturating_add(c.cost_usd)
+        }),
+        billed_requests: costs.iter().map(|c| c.requests).sum(),
         succeeded: count(JobState::Succeeded),
         failed: jobs::failure_reasons(&env.pool).await?,
         unfinished: count(JobState::Queued) + count(JobState::Running),
@@ -166,6 +171,10 @@ pub(super) fn render(s: &DemoSummary, output: &Path, keys: &[KeyStatus]) -> Stri
         s.provider_requests,
         s.rate_limited,
         100.0 * s.rate_limited as f64 / s.provider_requests.max(1) as f64,
+    ));
+    out.push_str(&format!(
+        "cost: {} for {} billed requests (the sim's usage priced by the shipped price table; per key below)\n",
+        s.cost_usd, s.billed_requests
     ));
     for (key, n) in &s.over_limit {
         out.push_str(&format!(
