@@ -26,6 +26,9 @@ pub(crate) async fn render(pool: &PgPool) -> Result<String, StoreError> {
     Ok(text(&totals, &budgets, labels::MAX_QUEUE_PAIRS))
 }
 
+/// A budget gauge: its name, help and value.
+type BudgetSeries = (&'static str, &'static str, fn(&BudgetStatus) -> f64);
+
 fn text(totals: &[CostTotal], budgets: &[BudgetStatus], cap: usize) -> String {
     let mut pairs: BTreeMap<(String, String), Usd> = BTreeMap::new();
     for t in totals {
@@ -58,7 +61,7 @@ fn text(totals: &[CostTotal], budgets: &[BudgetStatus], cap: usize) -> String {
             usd.as_f64()
         );
     }
-    let series: [(&str, &str, fn(&BudgetStatus) -> f64); 3] = [
+    let series: [BudgetSeries; 3] = [
         (
             "genq_budget_cap_usd",
             "Each budget's cap in US dollars",
