@@ -8,6 +8,9 @@ COPY .sqlx .sqlx
 COPY src src
 COPY crates crates
 COPY migrations migrations
+# The shipped price table and the dashboard's template settings are compiled in.
+COPY prices prices
+COPY askama.toml askama.toml
 COPY benches benches
 RUN cargo build --release --locked --bin genq
 

@@ -79,7 +79,8 @@
 //!   `GENQ_OUTPUT_DIR` or in S3 (`GENQ_OUTPUT_URL`), and read back by key.
 //! - [`webhook`]: completion webhooks: the outbox's delivery loop and the
 //!   Standard Webhooks signature.
-//! - [`api`]: the HTTP API of `genq serve` / `genq run`.
+//! - [`api`]: the HTTP API of `genq serve` / `genq run`; [`dashboard`]:
+//!   the web dashboard they serve at `/`.
 //! - [`metrics`]: Prometheus counters, histograms and database gauges.
 //! - [`db`], [`telemetry`], [`secret`], [`duration`]: the connection pool,
 //!   logging, secrets that never print, `30s`/`15m`/`7d` durations.
@@ -91,6 +92,7 @@ pub(crate) mod bounded;
 pub mod budget;
 pub(crate) mod cause;
 pub mod cost;
+pub mod dashboard;
 pub mod db;
 pub mod duration;
 pub mod input;

@@ -113,6 +113,7 @@ fn list_filter(query: &ListQuery) -> Result<ListFilter, ApiError> {
         since,
         limit,
         after,
+        ..ListFilter::default()
     })
 }
 

@@ -9,6 +9,9 @@
 //! Add new authenticated routes in `authenticated_routes` and new shared
 //! dependencies as fields of [`ApiState`].
 //!
+//! The dashboard's pages (`/`, `/jobs`, `/keys`, …) are merged in from
+//! [`crate::dashboard`].
+//!
 //! Every error answer is `{"error": "..."}` ([`error::ApiError`]); bodies are
 //! capped at [`BODY_LIMIT`] and requests at [`REQUEST_TIMEOUT`].
 
@@ -63,6 +66,8 @@ pub struct ApiState {
     pub images: Option<crate::output::OutputStore>,
     /// Which input URLs `POST /v1/jobs` accepts (`GENQ_ALLOW_PRIVATE_URLS`).
     pub urls: crate::input::UrlPolicy,
+    /// The dashboard's sign-in and CSRF secrets, derived from the token.
+    pub session: crate::dashboard::Session,
 }
 
 /// Shows whether a token is set, never the token.
@@ -81,6 +86,7 @@ impl ApiState {
     pub fn new(pool: PgPool, token: Option<String>) -> Self {
         let token = token.filter(|t| !t.trim().is_empty());
         ApiState {
+            session: crate::dashboard::Session::new(token.as_deref()),
             gauges: crate::metrics::DbGauges::new(pool.clone()),
             pool,
             token,
@@ -132,6 +138,7 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        .merge(crate::dashboard::routes(state.clone()))
         .route("/healthz", get(health::healthz))
         .route("/metrics", metrics_route(&state))
         .route("/openapi.json", get(openapi::document))
@@ -188,7 +195,7 @@ async fn timeout(request: Request, next: Next) -> Response {
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!(
-        "no route for {method} {}; the API serves /v1/jobs, /v1/keys, /healthz, /metrics and /openapi.json",
+        "no route for {method} {}; the API serves /v1/jobs, /v1/keys, /healthz, /metrics and /openapi.json, and the dashboard /",
         uri.path()
     ))
 }

@@ -111,6 +111,7 @@ async fn list(args: ListArgs) -> Result<()> {
         since: args.since,
         limit: args.limit,
         after: None,
+        ..ListFilter::default()
     };
     let found = inspect::list(&pool, &filter).await?;
     if args.json {

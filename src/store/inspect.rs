@@ -14,13 +14,21 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::job::{Job, JobState, Operation};
 
-/// Which jobs [`list`] returns.
-#[derive(Debug, Clone, PartialEq)]
+/// Which jobs [`list`] returns (and [`bulk`] acts on).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListFilter {
     /// Only jobs in this state.
     pub state: Option<JobState>,
     /// Only jobs created at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Only jobs created before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only jobs of this queue.
+    pub queue: Option<String>,
+    /// Only jobs of this model.
+    pub model: Option<String>,
+    /// Only jobs whose prompt holds this text (any case).
+    pub prompt: Option<String>,
     /// At most this many jobs.
     pub limit: i64,
     /// Only jobs after this one in list order (`(created_at, id)` below it):
@@ -39,10 +47,79 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Job>, StoreE
         filter.since,
         filter.limit,
         after_at,
-        after_id
+        after_id,
+        filter.until,
+        filter.queue.as_deref(),
+        filter.model.as_deref(),
+        filter.prompt.as_deref()
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// What a bulk action does to the jobs a filter matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bulk {
+    /// Cancel the queued ones.
+    Cancel,
+    /// Queue the failed and cancelled ones again, with fresh attempts.
+    Retry,
+}
+
+impl Bulk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bulk::Cancel => "cancel",
+            Bulk::Retry => "retry",
+        }
+    }
+}
+
+/// How many jobs matching `filter` (its `limit` and `after` ignored) `bulk`
+/// would change; with `apply`, changes them and says how many it did.
+/// Returns (matching, changed).
+pub async fn bulk(
+    pool: &PgPool,
+    filter: &ListFilter,
+    bulk: Bulk,
+    apply: bool,
+) -> Result<(i64, i64), StoreError> {
+    let row = sqlx::query_file!(
+        "src/store/sql/inspect/bulk.sql",
+        bulk.as_str(),
+        filter.state.map(JobState::as_str),
+        filter.since,
+        filter.until,
+        filter.queue.as_deref(),
+        filter.model.as_deref(),
+        filter.prompt.as_deref(),
+        apply
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((row.matching, row.changed))
+}
+
+/// Jobs that ended in each of the last 60 minutes: (minutes ago, succeeded,
+/// failed), oldest first, every minute present.
+pub async fn throughput(pool: &PgPool) -> Result<Vec<(i32, i64, i64)>, StoreError> {
+    let rows = sqlx::query!(
+        r#"WITH ended AS (
+               SELECT floor(extract(epoch FROM now() - finished_at) / 60)::int AS ago, state
+                 FROM genq.jobs WHERE finished_at > now() - interval '1 hour')
+           SELECT m.ago AS "ago!",
+                  count(e.ago) FILTER (WHERE e.state = 'succeeded') AS "succeeded!",
+                  count(e.ago) FILTER (WHERE e.state IN ('failed', 'cancelled')) AS "failed!"
+             FROM generate_series(59, 0, -1) AS m(ago)
+             LEFT JOIN ended e ON e.ago = m.ago
+            GROUP BY m.ago ORDER BY m.ago DESC"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.ago, r.succeeded, r.failed))
+        .collect())
 }
 
 /// What a [`cancel`] or [`retry`] did.

@@ -139,6 +139,22 @@ fn dockerfile_is_multi_stage_and_builds_the_binary() {
     assert!(file.contains("cargo build --release --locked --bin genq"));
     assert!(file.contains("COPY --from=build"));
     assert!(file.contains("USER genq"), "runs unprivileged");
+    // What the build reads from the source tree (migrations, the price
+    // table and templates are compiled in) is copied into the build stage.
+    for path in [
+        "src",
+        "crates",
+        "migrations",
+        "prices",
+        "askama.toml",
+        ".sqlx",
+        ".cargo",
+    ] {
+        assert!(
+            file.contains(&format!("COPY {path} ")),
+            "the Dockerfile copies {path}"
+        );
+    }
     let rust = file.lines().find(|l| l.starts_with("FROM rust:")).unwrap();
     let manifest = read("Cargo.toml");
     let msrv = manifest

@@ -13,6 +13,7 @@ mod capacity;
 mod clock;
 mod completion_events;
 mod costs;
+mod dashboard;
 mod demo;
 mod deploy_files;
 mod dry_run;

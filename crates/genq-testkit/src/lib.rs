@@ -17,6 +17,7 @@
 //! it links the `genq` library, which its own unit tests compile separately.
 
 pub mod bench;
+pub mod browser;
 pub mod db;
 pub mod process;
 pub mod rig;
