@@ -582,7 +582,7 @@ pub(crate) async fn keys(
                         .as_deref()
                         .or(k.last_error.as_deref())
                         .unwrap_or(""),
-                    160,
+                    100,
                 ),
                 actions,
                 id: k.id,

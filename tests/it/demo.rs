@@ -39,7 +39,15 @@ async fn the_demo_finishes_with_images_and_a_summary() {
     let dir = scratch_dir("demo");
     let output = dir.join("out");
     let run = genq(&dir)
-        .args(["demo", "--json", "--jobs", "30", "--workers", "2"])
+        .args([
+            "demo",
+            "--json",
+            "--exit-when-done",
+            "--jobs",
+            "30",
+            "--workers",
+            "2",
+        ])
         .env("DATABASE_URL", &db.url)
         .env("GENQ_OUTPUT_DIR", &output)
         .output()
@@ -117,4 +125,66 @@ async fn the_demo_finishes_with_images_and_a_summary() {
         assert!(image.starts_with(b"\x89PNG\r\n\x1a\n"));
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_demo_serves_its_dashboard_until_ctrl_c() {
+    use std::io::BufRead;
+    let db = TestDb::new().await;
+    let dir = scratch_dir("demo-dashboard");
+    let mut child = genq_testkit::ChildGuard(
+        genq(&dir)
+            .args(["demo", "--jobs", "5", "--workers", "1"])
+            .env("DATABASE_URL", &db.url)
+            .env("GENQ_OUTPUT_DIR", dir.join("out"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix("dashboard: ")
+                && line.contains("Ctrl-C to stop")
+            {
+                let url = rest.split_whitespace().next().unwrap().to_string();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the demo printed its dashboard URL after the summary");
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Overview") && html.contains("Queues"),
+        "{html}"
+    );
+    // Still serving a moment later; Ctrl-C ends it cleanly.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the demo exited on its own"
+    );
+    let pid = child.0.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed().as_secs() < 20, "the demo ignored Ctrl-C");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
 }

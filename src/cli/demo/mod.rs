@@ -37,6 +37,9 @@ pub struct DemoArgs {
     /// Print the summary as JSON on stdout instead of the report (for scripts).
     #[arg(long)]
     pub json: bool,
+    /// Exit once the summary is printed, instead of serving the dashboard until Ctrl-C.
+    #[arg(long)]
+    pub exit_when_done: bool,
 }
 
 /// Runs the demo from its flags; an error if a job did not finish in time.
@@ -52,6 +55,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         timeout: Duration::from_secs(600),
         json: args.json,
+        serve_until_ctrl_c: !args.exit_when_done,
     };
     let summary = run_demo(options).await?;
     if summary.unfinished > 0 {
@@ -77,6 +81,8 @@ pub struct DemoOptions {
     pub timeout: Duration,
     /// Print the summary as JSON instead of the report.
     pub json: bool,
+    /// Keep serving the dashboard after the summary, until Ctrl-C.
+    pub serve_until_ctrl_c: bool,
 }
 
 impl std::fmt::Debug for DemoOptions {
@@ -148,6 +154,7 @@ async fn run_demo(options: DemoOptions) -> Result<DemoSummary> {
         env.keys.len(),
         options.workers
     );
+    eprintln!("dashboard: {}/ (watch the jobs as they run)", env.api_url);
 
     let stop = CancellationToken::new();
     let mut workers = tokio::task::JoinSet::new();
@@ -190,6 +197,15 @@ async fn run_demo(options: DemoOptions) -> Result<DemoSummary> {
             )
         );
     }
+    if options.serve_until_ctrl_c {
+        eprintln!(
+            "\ndashboard: {}/ — the jobs, their attempts and images, the keys. Ctrl-C to stop.",
+            env.api_url
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+    }
     env.stop().await;
     Ok(summary)
 }
@@ -206,6 +222,7 @@ mod tests {
             progress: false,
             timeout: std::time::Duration::from_secs(1),
             json: false,
+            serve_until_ctrl_c: false,
         };
         let shown = format!("{options:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -118,7 +118,8 @@ impl Environment {
         let api_url = format!("http://{}", api.local_addr()?);
         tokio::spawn(genq::api::serve(
             api,
-            genq::api::ApiState::new(pool.clone(), None),
+            genq::api::ApiState::new(pool.clone(), None)
+                .with_images(genq::output::OutputStore::new(&options.output_dir)),
             stop.clone(),
         ));
         let keys = keys::parse_keys_file(KEYS_FILE, |_| None)?;
