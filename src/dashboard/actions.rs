@@ -14,7 +14,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::pages::JobsQuery;
-use super::{Chrome, problem, refuse_post, render};
+use super::{Chrome, not_a_job, problem, refuse_post, render};
 use crate::api::ApiState;
 use crate::store::inspect::{self, Bulk, Change};
 
@@ -52,13 +52,7 @@ async fn change_job(
         return refused;
     }
     let Ok(id) = id.parse::<Uuid>() else {
-        return problem(
-            &state,
-            StatusCode::NOT_FOUND,
-            "No such job",
-            &format!("{id:?} is not a job id."),
-            "/jobs",
-        );
+        return not_a_job(&state, &id);
     };
     let back = format!("/jobs/{id}");
     let done = if retry {

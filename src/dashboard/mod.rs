@@ -203,6 +203,17 @@ pub(crate) fn problem(
     )
 }
 
+/// The page for a job id that is not one.
+pub(crate) fn not_a_job(state: &ApiState, id: &str) -> Response {
+    problem(
+        state,
+        StatusCode::NOT_FOUND,
+        "No such job",
+        &format!("{id:?} is not a job id."),
+        "/jobs",
+    )
+}
+
 /// The refusal of a POST that did not come from this dashboard (a wrong or
 /// missing CSRF token, or another origin); `None` when it did.
 pub(crate) fn refuse_post(state: &ApiState, headers: &HeaderMap, csrf: &str) -> Option<Response> {

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Chrome, Flash, problem, render};
+use super::{Chrome, Flash, not_a_job, problem, render};
 use crate::api::ApiState;
 use crate::job::{Job, JobState};
 use crate::store::inspect::{self, ListFilter};
@@ -438,13 +438,7 @@ pub(crate) async fn job(
     Query(flash): Query<Flash>,
 ) -> Response {
     let Ok(id) = id.parse::<Uuid>() else {
-        return problem(
-            &state,
-            StatusCode::NOT_FOUND,
-            "No such job",
-            &format!("{id:?} is not a job id."),
-            "/jobs",
-        );
+        return not_a_job(&state, &id);
     };
     let detail = match inspect::detail(&state.pool, id).await {
         Ok(Some(detail)) => detail,
