@@ -74,6 +74,20 @@ async fn click_through(b: &Browser, css: &str) {
     .await;
 }
 
+/// The job ids the jobs table lists, in order.
+async fn job_ids(b: &Browser) -> Vec<String> {
+    let mut ids = Vec::new();
+    for row in b
+        .client
+        .find_all(Locator::Css("#jobs tbody tr"))
+        .await
+        .unwrap()
+    {
+        ids.push(row.attr("data-job").await.unwrap().unwrap());
+    }
+    ids
+}
+
 async fn text(b: &Browser, css: &str) -> String {
     b.client
         .wait()
@@ -264,6 +278,38 @@ async fn an_operator_triages_failures_in_a_real_browser() {
         .await
         .expect("the throughput chart");
     b.screenshot("overview").await;
+
+    // Counts update without a reload: 60 jobs land in a queue no worker
+    // serves, and the queued count follows on the same page.
+    b.client
+        .execute("window.__genqSamePage = true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(text(&b, "[data-live='queued']").await, "0");
+    sqlx::query(
+        "INSERT INTO genq.jobs (queue, prompt) SELECT 'parked', 'parked job ' || i FROM generate_series(1, 60) i",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    until_page(
+        &b,
+        "the queued count to update in place",
+        "window.__genqSamePage && document.querySelector(\"[data-live='queued']\").textContent === '60'",
+    )
+    .await;
+
+    // The jobs page goes 50 at a time; the next page has the other 10.
+    b.client
+        .goto(&format!("{base}/jobs?queue=parked"))
+        .await
+        .unwrap();
+    let first: Vec<String> = job_ids(&b).await;
+    assert_eq!(first.len(), 50);
+    click_through(&b, "#next-page").await;
+    let second: Vec<String> = job_ids(&b).await;
+    assert_eq!(second.len(), 10);
+    assert!(second.iter().all(|id| !first.contains(id)), "pages overlap");
     b.client.close().await.unwrap();
 
     stop_worker.cancel();
