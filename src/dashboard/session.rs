@@ -10,7 +10,8 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
+
+use crate::api::auth;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "genq_session";
@@ -40,10 +41,6 @@ fn derive(key: &[u8], purpose: &str) -> String {
     mac.update(b"genq-dashboard:");
     mac.update(purpose.as_bytes());
     hex::encode(mac.finalize().into_bytes())
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 impl Session {
@@ -81,12 +78,14 @@ impl Session {
             .into_iter()
             .flat_map(|h| h.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .any(|(name, value)| name == COOKIE && same(value, expected))
+            .any(|(name, value)| name == COOKIE && auth::token_matches(value, expected))
     }
 
     /// Whether `given` is the API token. Constant time.
     pub fn token_matches(&self, given: &str) -> bool {
-        self.token.as_deref().is_some_and(|t| same(given, t))
+        self.token
+            .as_deref()
+            .is_some_and(|t| auth::token_matches(given, t))
     }
 
     /// The `Set-Cookie` value that signs a browser in; `secure` when the
@@ -110,7 +109,7 @@ impl Session {
 
     /// Whether a form's `csrf` field is right. Constant time.
     pub fn csrf_ok(&self, given: &str) -> bool {
-        same(given, &self.csrf)
+        auth::token_matches(given, &self.csrf)
     }
 }
 
