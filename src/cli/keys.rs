@@ -71,11 +71,7 @@ pub fn table(rows: &[KeyStatus]) -> String {
     for k in rows {
         lines.push(vec![
             k.id.clone(),
-            match (&k.account, k.account_source.as_deref()) {
-                (Some(account), Some("provider headers")) => format!("{account} (from headers)"),
-                (Some(account), _) => account.clone(),
-                (None, _) => "-".into(),
-            },
+            k.account_label().unwrap_or_else(|| "-".into()),
             k.state.to_string(),
             k.cooldown_remaining_secs
                 .map_or("-".into(), |s| format!("{s:.1}s")),

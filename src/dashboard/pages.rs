@@ -556,11 +556,7 @@ pub(crate) async fn keys(
             let mut limits = k.limits.clone();
             limits.extend(k.blocked_models.iter().map(|b| format!("blocked: {b}")));
             KeyRow {
-                account: match (&k.account, k.account_source.as_deref()) {
-                    (Some(a), Some("provider headers")) => format!("{a} (from headers)"),
-                    (Some(a), _) => a.clone(),
-                    (None, _) => "–".into(),
-                },
+                account: k.account_label().unwrap_or_else(|| "–".into()),
                 state: k.state.to_string(),
                 cooldown_until: k.cooldown_until.filter(|_| cooling).map(|t| t.to_rfc3339()),
                 cooldown: k

@@ -316,6 +316,18 @@ pub struct KeyStatus {
     pub cost_usd: crate::cost::Usd,
 }
 
+impl KeyStatus {
+    /// The account as people read it: `org/proj`, or `org/proj (from
+    /// headers)` when the provider's answers named it; `None` without one.
+    pub fn account_label(&self) -> Option<String> {
+        let account = self.account.as_ref()?;
+        Some(match self.account_source.as_deref() {
+            Some("provider headers") => format!("{account} (from headers)"),
+            _ => account.clone(),
+        })
+    }
+}
+
 /// Every key with its effective state and the limits of its buckets.
 pub async fn list(pool: &PgPool) -> Result<Vec<KeyStatus>, StoreError> {
     Ok(
