@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use super::labels::{self, OTHER, sanitize};
+use super::labels::{self, sanitize};
 use crate::job::JobState;
 use crate::keys::KeyState;
 use crate::store::StoreError;
@@ -314,18 +314,7 @@ fn queue_text(
                 ..Pair::default()
             });
     }
-    let weights: Vec<_> = now.iter().map(|(k, p)| (k.clone(), p.weight())).collect();
-    let keep = labels::heaviest(&weights, cap);
-    let other = (OTHER.to_string(), OTHER.to_string());
-    let mut shown: BTreeMap<(String, String), Pair> = BTreeMap::new();
-    for (key, pair) in now {
-        let key = if keep.contains(&key) {
-            key
-        } else {
-            other.clone()
-        };
-        shown.entry(key).or_default().add(&pair);
-    }
+    let mut shown = labels::fold_lightest(now, cap, Pair::weight, Pair::add);
     // Emptied pairs read 0, in the room the cap leaves.
     let room = (cap + 1).saturating_sub(shown.len());
     for key in remembered

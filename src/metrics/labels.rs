@@ -4,7 +4,7 @@
 //! rest are folded into [`OTHER`]. A producer inventing a queue per request
 //! can therefore not grow `/metrics` (or a Prometheus server) without bound.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 /// Longest label value exported, in characters.
@@ -47,6 +47,29 @@ pub fn heaviest<T: Ord + Clone, W: Ord>(weights: &[(T, W)], cap: usize) -> BTree
         .take(cap)
         .map(|(item, _)| item.clone())
         .collect()
+}
+
+/// (queue, model) `pairs` as exported: the `cap` heaviest by `weight`
+/// keep their labels ([`heaviest`]), the rest are `add`ed into
+/// (`other`, `other`).
+pub fn fold_lightest<V: Default, W: Ord>(
+    pairs: BTreeMap<(String, String), V>,
+    cap: usize,
+    weight: impl Fn(&V) -> W,
+    add: impl Fn(&mut V, &V),
+) -> BTreeMap<(String, String), V> {
+    let weights: Vec<_> = pairs.iter().map(|(k, v)| (k.clone(), weight(v))).collect();
+    let keep = heaviest(&weights, cap);
+    let mut shown: BTreeMap<(String, String), V> = BTreeMap::new();
+    for (key, value) in pairs {
+        let key = if keep.contains(&key) {
+            key
+        } else {
+            (OTHER.to_string(), OTHER.to_string())
+        };
+        add(shown.entry(key).or_default(), &value);
+    }
+    shown
 }
 
 /// First come, first served: the first `cap` distinct values a process

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use sqlx::PgPool;
 
-use super::labels::{self, OTHER, sanitize};
+use super::labels::{self, sanitize};
 use crate::cost::Usd;
 use crate::store::StoreError;
 use crate::store::budgets::BudgetStatus;
@@ -37,18 +37,12 @@ fn text(totals: &[CostTotal], budgets: &[BudgetStatus], cap: usize) -> String {
             .or_default();
         *pair = pair.saturating_add(t.cost_usd);
     }
-    let weights: Vec<_> = pairs.iter().map(|(k, usd)| (k.clone(), *usd)).collect();
-    let keep = labels::heaviest(&weights, cap);
-    let mut shown: BTreeMap<(String, String), Usd> = BTreeMap::new();
-    for (key, usd) in pairs {
-        let key = if keep.contains(&key) {
-            key
-        } else {
-            (OTHER.to_string(), OTHER.to_string())
-        };
-        let sum = shown.entry(key).or_default();
-        *sum = sum.saturating_add(usd);
-    }
+    let shown = labels::fold_lightest(
+        pairs,
+        cap,
+        |usd| *usd,
+        |sum, usd| *sum = sum.saturating_add(*usd),
+    );
     let mut text = String::new();
     let _ = writeln!(
         text,
