@@ -277,12 +277,7 @@ impl Core {
     pub fn attach_parts(&self, record: usize, parts: Vec<crate::edits::InputPart>) {
         if let Some(entry) = self.lock().log.get_mut(record) {
             let images = u32::try_from(parts.len()).unwrap_or(u32::MAX);
-            if let Some(usage) = &mut entry.usage {
-                let image_tokens = crate::response::IMAGE_INPUT_TOKENS.saturating_mul(images);
-                usage.input_tokens_details.image_tokens = image_tokens;
-                usage.input_tokens = usage.input_tokens_details.text_tokens + image_tokens;
-                usage.total_tokens = usage.input_tokens + usage.output_tokens;
-            }
+            entry.usage = entry.usage.map(|u| u.with_input_images(images));
             entry.parts = parts;
         }
     }

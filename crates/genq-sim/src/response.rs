@@ -60,17 +60,26 @@ pub fn usage(req: &GenRequest, input_images: u32) -> Usage {
     let text_tokens = u32::try_from(req.prompt.chars().count().div_ceil(4))
         .unwrap_or(u32::MAX)
         .max(1);
-    let image_tokens = IMAGE_INPUT_TOKENS.saturating_mul(input_images);
-    let input_tokens = text_tokens.saturating_add(image_tokens);
-    let output_tokens = output_tokens_per_image(&req.quality, &req.size).saturating_mul(req.n);
     Usage {
-        total_tokens: input_tokens.saturating_add(output_tokens),
-        input_tokens,
-        output_tokens,
+        total_tokens: 0,
+        input_tokens: 0,
+        output_tokens: output_tokens_per_image(&req.quality, &req.size).saturating_mul(req.n),
         input_tokens_details: InputDetails {
             text_tokens,
-            image_tokens,
+            image_tokens: 0,
         },
+    }
+    .with_input_images(input_images)
+}
+
+impl Usage {
+    /// This usage with `images` input images billed, and the totals that follow.
+    pub fn with_input_images(mut self, images: u32) -> Usage {
+        let details = &mut self.input_tokens_details;
+        details.image_tokens = IMAGE_INPUT_TOKENS.saturating_mul(images);
+        self.input_tokens = details.text_tokens.saturating_add(details.image_tokens);
+        self.total_tokens = self.input_tokens.saturating_add(self.output_tokens);
+        self
     }
 }
 
