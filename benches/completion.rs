@@ -19,7 +19,7 @@ use genq_testkit::bench::{Scratch, arg};
 use serde_json::json;
 
 fn main() {
-    let jobs: i64 = arg("jobs", 100_000);
+    let jobs: i32 = arg("jobs", 100_000);
     let batch: usize = arg("batch", 256);
     let tasks: usize = arg("tasks", 4);
     let keys: usize = arg("keys", 2);
@@ -30,11 +30,7 @@ fn main() {
                 .execute(&db.pool)
                 .await
                 .unwrap();
-            sqlx::query("INSERT INTO genq.jobs (prompt) SELECT 'bench ' || i FROM generate_series(1, $1) i")
-                .bind(jobs)
-                .execute(&db.pool)
-                .await
-                .unwrap();
+            genq_testkit::insert_jobs(&db.pool, jobs, json!({})).await;
             sqlx::query("ANALYZE genq.jobs").execute(&db.pool).await.unwrap();
             let started = Instant::now();
             let mut writers = tokio::task::JoinSet::new();

@@ -231,8 +231,7 @@ impl OutputStore {
         let ext = response
             .output_format
             .as_ref()
-            .and_then(|f| serde_json::to_value(f).ok())
-            .and_then(|v| v.as_str().map(str::to_string))
+            .and_then(crate::provider::openai::wire_name)
             .unwrap_or_else(|| "png".into());
         if let Backend::Dir(root) = &self.backend {
             let dir = root.join(job_id.to_string()).join(attempt.to_string());

@@ -24,7 +24,7 @@ use std::time::Duration;
 use super::catalog;
 use super::classify::{self, Verdict};
 use super::images_api::ImagesApi;
-use super::openai::{CallFailure, Delivered, ImagesClient};
+use super::openai::{CallFailure, Delivered, ImagesClient, wire_name};
 use super::{Call, Capacity, Execution, Outcome, Provider};
 use crate::cost::prices::Answered;
 use crate::cost::{Cost, CostSource, PriceTable, Tokens};
@@ -350,21 +350,17 @@ impl<C: ImagesApi> ImagesProvider<C> {
     /// at the table's price for the quality and size it reports (the job's
     /// params when it does not say).
     fn cost_of(&self, model: &str, params: &Value, answer: &ImagesResponse) -> Cost {
-        let word = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
-        let quality = word(
-            answer
-                .quality
-                .as_ref()
-                .and_then(|q| serde_json::to_value(q).ok()),
-        )
-        .or_else(|| word(params.get("quality").cloned()));
-        let size = word(
-            answer
-                .size
-                .as_ref()
-                .and_then(|s| serde_json::to_value(s).ok()),
-        )
-        .or_else(|| word(params.get("size").cloned()));
+        let param = |name: &str| params.get(name).and_then(Value::as_str).map(str::to_string);
+        let quality = answer
+            .quality
+            .as_ref()
+            .and_then(wire_name)
+            .or_else(|| param("quality"));
+        let size = answer
+            .size
+            .as_ref()
+            .and_then(wire_name)
+            .or_else(|| param("size"));
         let tokens = answer.usage.as_ref().map(|u| {
             let details = &u.input_tokens_details;
             // Input the details do not break down is billed as text.

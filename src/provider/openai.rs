@@ -204,6 +204,14 @@ impl ImagesApi for ImagesClient {
 }
 
 /// async-openai's error text, without anything that could carry a secret.
+/// The word an async-openai enum is on the wire (`ImageQuality::Low` is
+/// `"low"`), if it serializes as one.
+pub(crate) fn wire_name<T: serde::Serialize>(value: &T) -> Option<String> {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+}
+
 fn describe(err: &OpenAIError) -> String {
     crate::provider::classify::redact_keys(&err.to_string())
 }
