@@ -435,7 +435,9 @@ impl Keyring {
             return Ok(Err(NoSlot::NoKeyServes));
         }
         let over_budget = self.over_budget.lock().expect("over_budget lock").clone();
-        let within_budget = |i: usize| !over_budget.contains(&self.scope_of(i));
+        // Most keyrings have no account over budget: then no scope is looked up.
+        let within_budget =
+            |i: usize| over_budget.is_empty() || !over_budget.contains(&self.scope_of(i));
         if !self
             .keys
             .iter()
